@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .space import PartSpace
+from .space import PartSpace, forward_with_hooks
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 
@@ -16,18 +16,12 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList)
 def _shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple[tuple, tuple]]:
     """Input and output shape of every module that takes and returns one tensor."""
     seen: dict[str, tuple[tuple, tuple]] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        def hook(mod, args, out, name=name):
-            if len(args) == 1 and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-                seen[name] = (tuple(args[0].shape), tuple(out.shape))
-        hooks.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model.eval()(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
+
+    def record(name, module, args, out):
+        if len(args) == 1 and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+            seen[name] = (tuple(args[0].shape), tuple(out.shape))
+
+    forward_with_hooks(model, example_input, list(model.named_modules()), record)
     return seen
 
 

@@ -13,7 +13,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .space import PartSpace, inside
+from .space import PartSpace, forward_with_hooks, inside
 
 _OUT_HANDLERS = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
 DEFAULT_SEED_RATIOS = (0.2, 0.35, 0.5)
@@ -36,14 +36,8 @@ class ChannelGroup:
 def output_layer(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     """The last leaf module run in a forward pass: the classifier, whose outputs are never pruned."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
-             for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model.eval()(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    forward_with_hooks(model, example_input, leaves, lambda name, mod, args, out: order.append(mod))
     if not order:
         raise ValueError("the model ran no layer on the example input; nothing to prune")
     return order[-1]

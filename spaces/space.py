@@ -52,6 +52,19 @@ class Part(Protocol):
     def baseline(self) -> np.ndarray: ...
 
 
+def forward_with_hooks(model: nn.Module, example_input: torch.Tensor,
+                       modules: Sequence[tuple[str, nn.Module]], hook) -> None:
+    """One eval-mode forward pass with `hook(name, module, args, output)` on each given module."""
+    handles = [m.register_forward_hook(lambda mod, args, out, name=name: hook(name, mod, args, out))
+               for name, m in modules]
+    try:
+        with torch.no_grad():
+            model.eval()(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def inside(name: str, removed: frozenset[str]) -> bool:
     """Whether module `name` is one of, or lies within, the removed modules."""
     return any(name == r or name.startswith(r + ".") for r in removed)

@@ -1,0 +1,204 @@
+"""DevicePool end to end on a local Ray instance (started once for the module).
+
+The device kinds below run inside Ray workers, which import this module by its
+"tests.test_devices_pool:Kind" path, so it must not import torch at top level.
+"""
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from devices import (
+    LOCAL_CPU,
+    DevicePool,
+    DeviceSpec,
+    DeviceUnavailable,
+    MeasurementError,
+    MeasurementProtocol,
+    summarize,
+)
+
+QUICK = MeasurementProtocol(warmup_runs=2, warmup_seconds=0.0, min_samples=10, min_seconds=0.0, max_seconds=1.0)
+HERE = "tests.test_devices_pool"
+
+
+class _Fake:
+    """Base of the test kinds: a device that answers 1 ms."""
+
+    def __init__(self, **options) -> None:
+        self.options = options
+
+    def info(self) -> dict:
+        return {"kind": type(self).__name__}
+
+    def prepare(self) -> None:
+        pass
+
+    def measure(self, artifact, protocol):
+        return summarize([1.0], warmup_runs=0, runtime="fake")
+
+    def close(self) -> None:
+        pass
+
+
+class CompileFails(_Fake):
+    def measure(self, artifact, protocol):
+        raise MeasurementError("compile", f"no kernel for {artifact.arch_key}")
+
+
+class Buggy(_Fake):
+    def measure(self, artifact, protocol):
+        return 1 / 0
+
+
+class Crashes(_Fake):
+    def measure(self, artifact, protocol):
+        os._exit(1)
+
+
+class CrashesOnce(_Fake):
+    """Kills its process on the first measurement ever (a marker file remembers across processes)."""
+
+    def measure(self, artifact, protocol):
+        marker = Path(self.options["marker"])
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)
+        return super().measure(artifact, protocol)
+
+
+class Hangs(_Fake):
+    def measure(self, artifact, protocol):
+        time.sleep(3600)
+
+
+class PrepareFails(_Fake):
+    def prepare(self) -> None:
+        raise RuntimeError("board not found on /dev/ttyUSB0")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    import torch
+
+    from devices import export_onnx
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten())
+    return [export_onnx(model, torch.randn(1, 3, size, size), f"conv-{size}") for size in (6, 8, 10)]
+
+
+def drain(pool: DevicePool, rounds: int = 60) -> list:
+    """Every outstanding result; fails instead of hanging if the pool never finishes."""
+    results = []
+    for _ in range(rounds):
+        if not pool.pending():
+            return results
+        results += pool.poll(timeout=1.0)
+    pytest.fail(f"pool still has {pool.pending()} pending measurements")
+
+
+def test_measures_every_artifact_on_every_device(artifacts, monkeypatch):
+    puts = []
+    real_put = ray.put
+    monkeypatch.setattr(ray, "put", lambda value: puts.append(value) or real_put(value))
+    with DevicePool([LOCAL_CPU, DeviceSpec("sim", "virtual", {"ms_per_mflop": 1.0})], QUICK) as pool:
+        infos = pool.start()
+        for artifact in artifacts:
+            pool.submit("local-cpu", artifact)
+            pool.submit("sim", artifact)
+        assert pool.pending() == 6
+        results = drain(pool)
+    assert {name: info["kind"] for name, info in infos.items()} == {"local-cpu": "onnxruntime-cpu", "sim": "virtual"}
+    assert sorted((r.device, r.arch_key) for r in results) == sorted(
+        (d, a.arch_key) for d in ("local-cpu", "sim") for a in artifacts
+    )
+    assert all(r.error is None and r.latency.n >= QUICK.min_samples for r in results)
+    assert len(puts) == len(artifacts)  # each artifact stored once, however many devices measure it
+
+
+def test_agent_errors_come_back_as_results(artifacts):
+    specs = [DeviceSpec("no-kernel", f"{HERE}:CompileFails"), DeviceSpec("buggy", f"{HERE}:Buggy")]
+    with DevicePool(specs, QUICK) as pool:
+        pool.start()
+        pool.submit("no-kernel", artifacts[0])
+        pool.submit("buggy", artifacts[0])
+        results = {r.device: r for r in drain(pool)}
+    assert results["no-kernel"].latency is None
+    assert (results["no-kernel"].error.kind, results["no-kernel"].error.message) == ("compile", "no kernel for conv-6")
+    assert results["buggy"].error.kind == "runtime" and "ZeroDivisionError" in results["buggy"].error.message
+
+
+def test_unknown_device_is_refused(artifacts):
+    with DevicePool([DeviceSpec("sim", "virtual")], QUICK) as pool:
+        pool.start()
+        with pytest.raises(ValueError, match="'gpu0'.*sim"):
+            pool.submit("gpu0", artifacts[0])
+
+
+def test_device_without_a_ray_node_is_unavailable():
+    board = DeviceSpec("rpi4", "virtual", ray_resources={"board-rpi4": 1})
+    with pytest.raises(DeviceUnavailable, match=r"'rpi4' could not be scheduled within 3 s.*\{'board-rpi4': 1\}"):
+        with DevicePool([board], QUICK, start_timeout_s=3) as pool:
+            pool.start()
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [(f"{HERE}:PrepareFails", "board not found on /dev/ttyUSB0"), ("tpu", "unknown device kind 'tpu'")],
+)
+def test_device_that_cannot_start_is_unavailable(kind, reason):
+    with pytest.raises(DeviceUnavailable, match=f"'dev' could not start: .*{reason}"):
+        with DevicePool([DeviceSpec("dev", kind)], QUICK, start_timeout_s=30) as pool:
+            pool.start()
+
+
+def test_a_crashed_device_is_restarted_and_its_work_resubmitted(artifacts, tmp_path):
+    spec = DeviceSpec("flaky", f"{HERE}:CrashesOnce", {"marker": str(tmp_path / "crashed")})
+    with DevicePool([spec], QUICK, max_restarts=1) as pool:
+        pool.start()
+        for artifact in artifacts[:2]:
+            pool.submit("flaky", artifact)
+        results = drain(pool)
+    assert (tmp_path / "crashed").exists()
+    assert sorted(r.arch_key for r in results) == ["conv-6", "conv-8"]
+    assert all(r.latency is not None for r in results)
+
+
+def test_a_device_that_keeps_crashing_is_given_up(artifacts):
+    with DevicePool([DeviceSpec("doomed", f"{HERE}:Crashes")], QUICK, max_restarts=1) as pool:
+        pool.start()
+        for artifact in artifacts[:2]:
+            pool.submit("doomed", artifact)
+        results = drain(pool)
+        pool.submit("doomed", artifacts[2])  # a broken device answers at once
+        results += pool.poll()
+    errors = {r.arch_key: r.error for r in results if r.latency is None}
+    assert sorted(errors) == ["conv-10", "conv-6", "conv-8"] and {e.kind for e in errors.values()} == {"device"}
+    # the model running during both deaths is blamed; the rest is refused because the device is given up
+    assert "'doomed' died twice while measuring this model" in errors["conv-6"].message
+    for arch_key in ("conv-8", "conv-10"):
+        assert "'doomed' is unavailable" in errors[arch_key].message
+        assert "1 allowed restarts are used up" in errors[arch_key].message
+
+
+def test_a_stuck_measurement_times_out_and_the_device_is_restarted(artifacts):
+    with DevicePool([DeviceSpec("stuck", f"{HERE}:Hangs")], QUICK, measure_timeout_s=1, max_restarts=1) as pool:
+        pool.start()
+        for artifact in artifacts[:3]:
+            pool.submit("stuck", artifact)
+        results = {r.arch_key: r.error for r in drain(pool)}
+    # first: timeout, restart; second: timeout, no restarts left; third: never ran
+    assert [results[a.arch_key].kind for a in artifacts] == ["timeout", "timeout", "device"]
+    assert "within 1 s" in results["conv-6"].message

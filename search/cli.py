@@ -1,0 +1,188 @@
+"""The `hilas` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import RunConfig, load_config, validate
+from .errors import UserError
+from .fronts import Front
+from .plot import plot_fronts
+from . import runs
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hardware-in-the-loop architecture search: Pareto fronts of accuracy against "
+                       "latency measured on real devices.")
+search_app = typer.Typer(no_args_is_help=True, help="Run and resume searches.")
+front_app = typer.Typer(no_args_is_help=True, help="Inspect the fronts of a run.")
+runs_app = typer.Typer(no_args_is_help=True, help="List runs.")
+app.add_typer(search_app, name="search")
+app.add_typer(front_app, name="front")
+app.add_typer(runs_app, name="runs")
+
+out = Console()
+err = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input: one line on stderr, exit status 2, no traceback."""
+    try:
+        yield
+    except UserError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[runs.Progress]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bars:
+        tasks: dict[str, int] = {}
+
+        def update(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bars.add_task(what, total=total)
+            bars.update(tasks[what], completed=done, total=max(total, done))
+
+        yield runs.Progress(on_train_epoch=lambda e, n: update("training the default model (epochs)", e, n),
+                            on_evaluation=update)
+
+
+def _search(cfg: RunConfig, run_dir: Path) -> None:
+    started = time.perf_counter()
+    try:
+        with progress_bars() as progress:
+            fronts = runs.start_run(cfg, run_dir, progress)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; continue with: hilas search resume {run_dir}")
+        raise typer.Exit(130) from None
+    _report(run_dir, fronts, time.perf_counter() - started)
+
+
+def _report(run_dir: Path, fronts: dict[str, Front], seconds: float) -> None:
+    for front in fronts.values():
+        out.print(front_table(front))
+    png = plot_fronts(list(fronts.values()), Path(run_dir) / "front.png")
+    out.print(f"finished in {seconds:.0f} s; run directory: {run_dir}; plot: {png}")
+    out.print(f"next: hilas front show {run_dir} --json   |   hilas front plot {run_dir}")
+
+
+def front_table(front: Front) -> Table:
+    """The front, fastest first, under the baseline (marked *). Structures and n are in --json."""
+    base = front.baseline
+    table = Table(title=f"Pareto front on {front.device}: {len(front.points)} of {len(front.evaluated)} "
+                        f"evaluated, hypervolume {front.hypervolume:.3f}",
+                  caption="* unpruned baseline; latency = median of n timed runs (p90 and n in --json)")
+    for col in ("candidate", "top-1 %", "median ms", "CV %", "speed-up", "MFLOPs", "params"):
+        table.add_column(col, justify="right")
+    rows = ([base] if base else []) + [p for p in front.points if p is not base]
+    for p in rows:
+        speedup = f"{base.latency.median_ms / p.latency.median_ms:.2f}x" if base else "-"
+        table.add_row(f"{p.candidate}{'*' if p is base else ''}", f"{100 * p.accuracy:.1f}",
+                      f"{p.latency.median_ms:.4f}", f"{100 * p.latency.cv:.1f}", speedup,
+                      f"{p.flops / 1e6:.2f}", f"{p.params:,}")
+    return table
+
+
+# The demo's models run in about 0.1 ms, so a quarter second of timed runs is still thousands of samples;
+# the shorter protocol lets the demo evaluate twice as many candidates in the same time.
+DEMO_MEASUREMENT = {"warmup_seconds": 0.1, "min_seconds": 0.25}
+
+
+def _default_out(prefix: str) -> Path:
+    return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.command()
+def demo(budget: int = typer.Option(RunConfig.budget, help="Candidates to evaluate."),
+         population: int = typer.Option(RunConfig.population, help="NSGA-II population size."),
+         seed: int = typer.Option(RunConfig.seed, help="Search seed."),
+         out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/demo-TIME).")):
+    """Search the embedded digits ResNet on this machine's CPU and print the front."""
+    with user_errors():
+        cfg = RunConfig(budget=budget, population=population, seed=seed, measurement=DEMO_MEASUREMENT)
+        validate(cfg, "demo")
+        _search(cfg, out_dir or _default_out("demo"))
+
+
+@search_app.command("run")
+def search_run(config: Path = typer.Argument(..., help="Run config (TOML)."),
+               out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-TIME).")):
+    """Start a search from a TOML config."""
+    with user_errors():
+        cfg = load_config(config)
+        _search(cfg, out_dir or _default_out(config.stem))
+
+
+@search_app.command("resume")
+def search_resume(run_dir: Path = typer.Argument(..., help="Directory of the run to continue.")):
+    """Continue a run that was interrupted, without repeating finished work."""
+    with user_errors():
+        started = time.perf_counter()
+        with progress_bars() as progress:
+            fronts = runs.resume_run(run_dir, progress)
+        _report(run_dir, fronts, time.perf_counter() - started)
+
+
+def _chosen(run_dir: Path, device: Optional[str]) -> list[Front]:
+    fronts = runs.fronts(run_dir)
+    if device is None:
+        return list(fronts.values())
+    if device not in fronts:
+        raise UserError(f"run {run_dir} has no device '{device}'; its devices: {', '.join(fronts)}")
+    return [fronts[device]]
+
+
+@front_app.command("show")
+def front_show(run_dir: Path = typer.Argument(...), device: Optional[str] = typer.Option(None, help="Device name."),
+               as_json: bool = typer.Option(False, "--json", help="One JSON object (a list if several devices).")):
+    """Print the front of each device of a run."""
+    with user_errors():
+        chosen = _chosen(run_dir, device)
+        if as_json:
+            data = [f.to_json() for f in chosen]
+            sys.stdout.write(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")
+            return
+        for front in chosen:
+            out.print(front_table(front))
+
+
+@front_app.command("plot")
+def front_plot(run_dir: Path = typer.Argument(...), device: Optional[str] = typer.Option(None, help="Device name."),
+               output: Path = typer.Option(Path("front.png"), "-o", "--output", help="PNG file to write.")):
+    """Plot accuracy against measured latency, one panel per device."""
+    with user_errors():
+        out.print(f"wrote {plot_fronts(_chosen(run_dir, device), output)}")
+
+
+@runs_app.command("list")
+def runs_list(root: Path = typer.Argument(Path("runs"), help="Directory holding run directories.")):
+    """List the runs under a directory, newest first."""
+    with user_errors():
+        table = Table(title=f"runs in {root}")
+        for col in ("run", "status", "created", "devices", "candidates", "measurements", "failures"):
+            table.add_column(col)
+        for r in runs.list_runs(root):
+            table.add_row(r["run"], r["status"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+                          ", ".join(r["devices"]), f"{r['candidates']}/{r['budget']}", str(r["measurements"]),
+                          str(r["failures"]))
+        out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The search loop: pymoo NSGA-II through ask/tell, accuracy on the host and latency on devices at once.
+
+Resume is replay: NSGA-II is deterministic for a given seed and given objective values, so a
+resumed run asks the same genomes again and every one already in the store is answered from it.
+Nothing finished is evaluated twice and the run ends with the front it would have had.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
+from pymoo.operators.crossover.pntx import TwoPointCrossover
+from pymoo.operators.mutation.bitflip import BitflipMutation
+
+from devices import DevicePool, MeasurementError, export_onnx
+from evaluators import proxy_accuracy
+from spaces import Candidate, ComposedSpace, model_stats
+
+from .config import RunConfig
+from .fronts import run_fronts
+from .store import Store
+from .task import SearchTask
+
+# Objective value pymoo sees for a failed candidate. It is also marked infeasible, so it never
+# survives selection over a feasible one; it is never written to the store.
+_FAILED = 1e9
+
+
+class _SpaceRepair(Repair):
+    def __init__(self, space: ComposedSpace):
+        super().__init__()
+        self.space = space
+
+    def _do(self, problem, X, **kwargs):
+        return np.stack([self.space.repair(x) for x in X]).astype(X.dtype)
+
+
+def initial_population(space: ComposedSpace, size: int, seed: int) -> np.ndarray:
+    """The space's seeds (unpruned first), then its random samples, without duplicates."""
+    rng = np.random.default_rng(seed)
+    genomes = {g.tobytes(): g for g in (space.repair(s) for s in space.seeds())}
+    tries = 0
+    while len(genomes) < size and tries < 100 * size:
+        g = space.repair(space.sample(rng))
+        genomes.setdefault(g.tobytes(), g)
+        tries += 1
+    return np.stack(list(genomes.values())[:size])
+
+
+def genome_text(genome: np.ndarray) -> str:
+    return "".join(str(int(v)) for v in genome)
+
+
+class Search:
+    """One run: evaluates what NSGA-II asks for, writing every result to the store as it lands."""
+
+    def __init__(self, store: Store, space: ComposedSpace, task: SearchTask, pool: DevicePool, cfg: RunConfig,
+                 on_progress: Callable[[str, int, int], None] | None = None):
+        """`on_progress(what, done, total)` is told of every candidate scored and measurement made."""
+        self.store, self.space, self.task, self.pool, self.cfg = store, space, task, pool, cfg
+        self.devices = list(cfg.devices)
+        self.on_progress = on_progress or (lambda what, done, total: None)
+        self.in_flight: set[tuple[str, str]] = set()
+        self.evaluations = 0
+        self.stats = {"accuracy_evaluated": 0, "accuracy_reused": 0, "latency_measured": 0, "latency_reused": 0}
+
+    def run(self) -> None:
+        problem = Problem(n_var=self.space.n_var, n_obj=1 + len(self.devices), n_ieq_constr=1,
+                          xl=self.space.lower, xu=self.space.upper, vtype=int)
+        algorithm = NSGA2(
+            pop_size=self.cfg.population,
+            sampling=initial_population(self.space, self.cfg.population, self.cfg.seed),
+            crossover=TwoPointCrossover(),
+            mutation=BitflipMutation(prob=1.0, prob_var=min(0.5, 3.0 / self.space.n_var)),
+            repair=_SpaceRepair(self.space),
+            eliminate_duplicates=True,
+        )
+        # pymoo counts no evaluations in ask/tell mode, so the budget is enforced by this loop.
+        algorithm.setup(problem, seed=self.cfg.seed, verbose=False)
+        baseline = self.space.decode(self.space.baseline())
+        self.store.set("baseline_key", baseline.key)
+        self.settle(baseline)
+        generation = 0
+        while self.evaluations < self.cfg.budget:
+            population = algorithm.ask()
+            F, G = self.evaluate(population.get("X"), generation)
+            population.set("F", F, "G", G)
+            algorithm.tell(infills=population)
+            fronts = run_fronts(self.store.path.parent, self.store)
+            self.store.add_generation(generation, self.evaluations,
+                                      {d: f.hypervolume for d, f in fronts.items()})
+            generation += 1
+        self.store.set("status", "finished")
+        self.store.set("summary", self.stats)
+
+    def settle(self, baseline: Candidate, tolerance: float = 0.03, max_rounds: int = 15) -> None:
+        """Measure the baseline until two medians in a row agree within `tolerance`, then discard them.
+
+        The first seconds of a run are noisy (Ray's processes start, the host exports the first
+        generation); without this, the baseline, measured first, comes out slow and every speed-up
+        against it is inflated. The medians seen are kept in the run's metadata.
+        """
+        artifact = export_onnx(baseline.build(), self.task.example_input, baseline.arch_key)
+        trace: dict[str, list[float]] = {d: [] for d in self.devices}
+        unsettled = set(self.devices)
+        for _ in range(max_rounds):
+            for d in unsettled:
+                self.pool.submit(d, artifact)
+            waiting = set(unsettled)
+            while waiting:
+                for r in self.pool.poll(timeout=1.0):
+                    waiting.discard(r.device)
+                    if r.error is not None:
+                        unsettled.discard(r.device)  # the search itself will record the failure
+                    else:
+                        trace[r.device].append(r.latency.median_ms)
+            for d in list(unsettled):
+                m = trace[d]
+                if len(m) >= 2 and abs(m[-1] - m[-2]) <= tolerance * m[-2]:
+                    unsettled.discard(d)
+            if not unsettled:
+                break
+        self.store.set("settle", {"tolerance": tolerance, "medians_ms": trace, "settled": sorted(
+            set(self.devices) - unsettled)})
+
+    # one generation ----------------------------------------------------------------------------
+    def evaluate(self, X: np.ndarray, generation: int) -> tuple[np.ndarray, np.ndarray]:
+        candidates = [self.space.decode(np.asarray(x, dtype=np.int64)) for x in X]
+        ids = [self.store.add_candidate(c.key, c.arch_key, genome_text(c.genome), generation) for c in candidates]
+        self._submit_latencies(candidates)
+        for i, c in enumerate(candidates):
+            self._evaluate_accuracy(c)
+            self._collect(timeout=0.0)
+            self.on_progress("candidates", self.evaluations + i + 1, self.cfg.budget)
+        while self.in_flight:
+            self._collect(timeout=1.0)
+        self.evaluations += len(candidates)
+        return self._objectives(candidates, ids)
+
+    def _submit_latencies(self, candidates: list[Candidate]) -> None:
+        """Export each new structure once and queue it on every device that has not measured it."""
+        for c in {c.arch_key: c for c in candidates}.values():
+            missing = [d for d in self.devices
+                       if (d, c.arch_key) not in self.in_flight and self.store.latency(d, c.arch_key) is None]
+            self.stats["latency_reused"] += len(self.devices) - len(missing)
+            if not missing and self.store.structure(c.arch_key):
+                continue
+            model = c.build()
+            stats = model_stats(model, self.task.example_input)
+            self.store.add_structure(c.arch_key, stats.params, stats.flops, c.widths, list(c.dropped))
+            if not missing:
+                continue
+            try:
+                artifact = export_onnx(model, self.task.example_input, c.arch_key)
+            except MeasurementError as e:
+                for d in missing:
+                    self.store.add_latency(d, c.arch_key, None, status=e.kind, message=str(e))
+                continue
+            for d in missing:
+                self.pool.submit(d, artifact)
+                self.in_flight.add((d, c.arch_key))
+
+    def _evaluate_accuracy(self, c: Candidate) -> None:
+        if self.store.accuracy(c.key) is not None:
+            self.stats["accuracy_reused"] += 1
+            return
+        start = time.perf_counter()
+        try:
+            acc = proxy_accuracy(c.build(), self.task.calibration_x, self.task.validation_x, self.task.validation_y)
+        except Exception as e:  # a candidate that cannot be built or run is a failed candidate, not a crash
+            self.store.add_accuracy(c.key, None, status="failed", message=f"{type(e).__name__}: {e}")
+        else:
+            self.store.add_accuracy(c.key, acc, seconds=time.perf_counter() - start)
+        self.stats["accuracy_evaluated"] += 1
+
+    def _collect(self, timeout: float) -> None:
+        for result in self.pool.poll(timeout=timeout):
+            if result.error is None:
+                self.store.add_latency(result.device, result.arch_key, result.latency)
+            else:
+                self.store.add_latency(result.device, result.arch_key, None, status=result.error.kind,
+                                       message=str(result.error))
+            self.in_flight.discard((result.device, result.arch_key))
+            self.stats["latency_measured"] += 1
+            done = self.stats["latency_measured"]
+            self.on_progress("measurements", done, done + len(self.in_flight))
+
+    def _objectives(self, candidates: list[Candidate], ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        F = np.full((len(candidates), 1 + len(self.devices)), _FAILED)
+        G = np.ones((len(candidates), 1))
+        for i, c in enumerate(candidates):
+            status, acc, _ = self.store.accuracy(c.key)
+            rows = [self.store.latency(d, c.arch_key) for d in self.devices]
+            if status != "ok" or any(r is None or r.status != "ok" for r in rows):
+                continue
+            F[i] = [1.0 - acc, *(r.latency.median_ms for r in rows)]
+            G[i] = -1.0
+        return F, G
+
+
+def keep_host_off(cores: set[int]) -> None:
+    """Run the host's accuracy work on the cores no local device agent is pinned to.
+
+    A local CPU agent times models on its own core; host work on that core would show up in its
+    measurements as noise.
+    """
+    if not cores or not hasattr(os, "sched_setaffinity"):
+        return
+    rest = set(os.sched_getaffinity(0)) - cores
+    if rest:
+        os.sched_setaffinity(0, rest)
+        torch.set_num_threads(len(rest))

@@ -1,0 +1,107 @@
+"""Pareto fronts of accuracy against measured latency, one per device, read from a run's store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from devices import Latency
+
+from .store import Store
+
+
+@dataclass(frozen=True)
+class Point:
+    """One evaluated candidate on one device."""
+
+    candidate: int
+    key: str
+    arch_key: str
+    accuracy: float
+    latency: Latency
+    params: int
+    flops: int
+
+    def to_json(self) -> dict:
+        lat = self.latency
+        return {"candidate": self.candidate, "accuracy": self.accuracy,
+                "latency_ms": {"median": lat.median_ms, "p90": lat.p90_ms, "n": lat.n, "cv": lat.cv},
+                "params": self.params, "flops": self.flops, "arch_key": self.arch_key}
+
+
+@dataclass(frozen=True)
+class Front:
+    """The non-dominated candidates of a run on one device, fastest first."""
+
+    run: str
+    device: str
+    baseline: Point | None
+    points: list[Point]
+    evaluated: list[Point]
+
+    @property
+    def hypervolume(self) -> float:
+        return hypervolume(self.points, self.baseline.latency.median_ms if self.baseline else None)
+
+    def to_json(self) -> dict:
+        return {"run": self.run, "device": self.device,
+                "baseline": self.baseline.to_json() if self.baseline else None,
+                "front": [p.to_json() for p in self.points], "hypervolume": self.hypervolume}
+
+
+def dominates(a: Point, b: Point) -> bool:
+    """a is at least as accurate and as fast as b, and strictly better in one of the two."""
+    at_least = a.accuracy >= b.accuracy and a.latency.median_ms <= b.latency.median_ms
+    return at_least and (a.accuracy > b.accuracy or a.latency.median_ms < b.latency.median_ms)
+
+
+def non_dominated(points: list[Point]) -> list[Point]:
+    """The Pareto set, fastest first; of equal (accuracy, latency) points the first id is kept."""
+    ordered = sorted(points, key=lambda p: (p.latency.median_ms, -p.accuracy, p.candidate))
+    front: list[Point] = []
+    for p in ordered:
+        if not front or p.accuracy > front[-1].accuracy:
+            front.append(p)
+    return front
+
+
+def hypervolume(points: list[Point], reference_ms: float | None) -> float:
+    """Area dominated in (error, latency / reference) up to the point (1, 1).
+
+    The reference latency is the unpruned model's, so 1.0 would mean a model with no error at zero
+    latency; points slower than the reference add nothing.
+    """
+    if not reference_ms:
+        return 0.0
+    area, prev_error = 0.0, 1.0
+    for p in non_dominated(points):
+        x = p.latency.median_ms / reference_ms
+        error = 1.0 - p.accuracy
+        if x >= 1.0 or error >= prev_error:
+            continue
+        area += (1.0 - x) * (prev_error - error)
+        prev_error = error
+    return area
+
+
+def evaluated_points(store: Store, device: str) -> list[Point]:
+    """Every candidate with a successful accuracy and a successful latency on `device`."""
+    sql = """SELECT c.candidate, c.key, c.arch_key, a.accuracy, l.latency, s.params, s.flops
+             FROM candidates c JOIN accuracies a ON a.key = c.key AND a.status = 'ok'
+             JOIN latencies l ON l.arch_key = c.arch_key AND l.device = ? AND l.status = 'ok'
+             JOIN structures s ON s.arch_key = c.arch_key ORDER BY c.candidate"""
+    import json
+
+    return [Point(cid, key, arch, acc, Latency.from_dict(json.loads(lat)), params, flops)
+            for cid, key, arch, acc, lat, params, flops in store.db.execute(sql, (device,))]
+
+
+def run_fronts(run_dir: Path, store: Store) -> dict[str, Front]:
+    """One front per device of the run."""
+    baseline_key = store.get("baseline_key")
+    out = {}
+    for device in store.get("config")["devices"]:
+        points = evaluated_points(store, device)
+        baseline = next((p for p in points if p.key == baseline_key), None)
+        out[device] = Front(str(run_dir), device, baseline, non_dominated(points), points)
+    return out

@@ -1,0 +1,145 @@
+"""Starting, resuming and listing runs: what the CLI and the Python API both call."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from devices import LOCAL_CPU, DevicePool, DeviceSpec, DeviceUnavailable
+
+from .config import RunConfig
+from .engine import Search, keep_host_off
+from .errors import UserError
+from .fronts import Front, run_fronts
+from .store import Store, is_run_dir
+from .task import SearchTask, load_task, make_space
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI turns into progress bars; all optional."""
+
+    on_train_epoch: Callable[[int, int], None] | None = None
+    on_evaluation: Callable[[str, int, int], None] | None = None
+
+
+def resolve_devices(cfg: RunConfig) -> list[DeviceSpec]:
+    """The run's device names as specs: built-ins first, then the config's own [device.NAME] tables."""
+    known = {LOCAL_CPU.name: LOCAL_CPU}
+    for name, table in cfg.device_definitions.items():
+        options = {k: v for k, v in table.items() if k not in ("kind", "ray_resources")}
+        known[name] = DeviceSpec(name, table["kind"], options, table.get("ray_resources", {}))
+    specs = []
+    for name in cfg.devices:
+        if name not in known:
+            raise UserError(f"unknown device '{name}'; known devices: {', '.join(sorted(known))} "
+                            f"(define others in the config as [device.{name}] with a kind)")
+        specs.append(known[name])
+    return specs
+
+
+@contextlib.contextmanager
+def started_pool(cfg: RunConfig, specs: list[DeviceSpec]) -> Iterator[tuple[DevicePool, dict[str, dict]]]:
+    pool = DevicePool(specs, cfg.protocol())
+    try:
+        try:
+            infos = pool.start()
+        except DeviceUnavailable as e:
+            raise UserError(str(e)) from None
+        yield pool, infos
+    finally:
+        pool.close()
+
+
+def _execute(run_dir: Path, cfg: RunConfig, task: SearchTask, store: Store, pool: DevicePool,
+             progress: Progress) -> dict[str, Front]:
+    space = make_space(task, cfg)
+    search = Search(store, space, task, pool, cfg, on_progress=progress.on_evaluation)
+    search.run()
+    return run_fronts(run_dir, store)
+
+
+def _pinned_cores(infos: dict[str, dict]) -> set[int]:
+    """Cores that local agents pinned themselves to (remote agents report no pinning)."""
+    return {c for info in infos.values() if info.get("pinning") == "pinned" for c in info.get("cpu_affinity", [])}
+
+
+def start_run(cfg: RunConfig, run_dir: Path, progress: Progress | None = None) -> dict[str, Front]:
+    """Validate everything, then create the run directory and search. Bad input creates nothing."""
+    progress = progress or Progress()
+    run_dir = Path(run_dir)
+    if is_run_dir(run_dir):
+        raise UserError(f"{run_dir} already holds a run; continue it with `hilas search resume {run_dir}` "
+                        f"or choose another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} exists and is not a directory; choose another --out")
+    specs = resolve_devices(cfg)
+    task = load_task(cfg, progress.on_train_epoch)
+    with started_pool(cfg, specs) as (pool, infos):
+        keep_host_off(_pinned_cores(infos))
+        store = Store.create(run_dir, cfg.to_dict(), task.split)
+        try:
+            store.set("reference_accuracy", task.reference_accuracy)
+            for spec in specs:
+                store.add_device(spec.name, spec.kind, infos[spec.name])
+            return _execute(run_dir, cfg, task, store, pool, progress)
+        finally:
+            store.close()
+
+
+def resume_run(run_dir: Path, progress: Progress | None = None) -> dict[str, Front]:
+    """Continue a run from its store: finished work is read back, never repeated."""
+    progress = progress or Progress()
+    store = open_run(run_dir)
+    try:
+        cfg = RunConfig.from_dict(store.get("config"))
+        specs = resolve_devices(cfg)
+        task = load_task(cfg, progress.on_train_epoch)
+        if task.split != store.get("split"):
+            raise UserError(f"{run_dir}: the data split differs from the one this run started with; "
+                            "it cannot be resumed with this version of hilas")
+        with started_pool(cfg, specs) as (pool, infos):
+            keep_host_off(_pinned_cores(infos))
+            store.set("resumed", time.time())
+            return _execute(Path(run_dir), cfg, task, store, pool, progress)
+    finally:
+        store.close()
+
+
+def open_run(run_dir: Path) -> Store:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory not found: {run_dir}")
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir} is not a hilas run (no run.sqlite in it)")
+    return Store.open(run_dir)
+
+
+def fronts(run_dir: Path) -> dict[str, Front]:
+    """The fronts of a finished or unfinished run, one per device."""
+    store = open_run(run_dir)
+    try:
+        return run_fronts(Path(run_dir), store)
+    finally:
+        store.close()
+
+
+def list_runs(root: Path) -> list[dict]:
+    """Every run directory directly under `root` (or `root` itself), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"directory not found: {root}")
+    dirs = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if is_run_dir(p))
+    out = []
+    for d in dirs:
+        store = Store.open(d)
+        try:
+            cfg = store.get("config")
+            out.append({"run": str(d), "status": store.get("status"), "created": store.get("created"),
+                        "devices": cfg["devices"], "budget": cfg["budget"], **store.counts()})
+        finally:
+            store.close()
+    return sorted(out, key=lambda r: r["created"], reverse=True)

@@ -1,0 +1,180 @@
+"""One SQLite file per run: the frozen config and an append-only journal of results.
+
+Every accuracy and every latency is committed the moment it is known, so a run killed at any
+point loses nothing finished; `resume` replays the search and answers from here instead of
+evaluating again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from devices import Latency
+
+STORE_NAME = "run.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, kind TEXT NOT NULL, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    candidate INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    arch_key TEXT NOT NULL,
+    genome TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS structures (
+    arch_key TEXT PRIMARY KEY, params INTEGER NOT NULL, flops INTEGER NOT NULL, widths TEXT NOT NULL,
+    dropped TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accuracies (
+    key TEXT PRIMARY KEY, status TEXT NOT NULL, accuracy REAL, message TEXT, seconds REAL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS latencies (
+    device TEXT NOT NULL, arch_key TEXT NOT NULL, status TEXT NOT NULL,
+    median_ms REAL, p90_ms REAL, cv REAL, n INTEGER, latency TEXT, message TEXT, created REAL NOT NULL,
+    PRIMARY KEY (device, arch_key));
+CREATE TABLE IF NOT EXISTS generations (
+    generation INTEGER PRIMARY KEY, evaluations INTEGER NOT NULL, hypervolume TEXT NOT NULL, created REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    candidate: int
+    key: str
+    arch_key: str
+    genome: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    """A stored measurement: `latency` is set when `status` is "ok", else `message` says what failed."""
+
+    status: str
+    latency: Latency | None
+    message: str | None
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / STORE_NAME).is_file()
+
+
+class Store:
+    """Reads and appends the journal of one run."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+
+    @classmethod
+    def create(cls, run_dir: Path, config: dict, split: dict) -> "Store":
+        """A new run directory with its frozen config. Refuses a directory that already holds a run."""
+        run_dir = Path(run_dir)
+        if is_run_dir(run_dir):
+            raise FileExistsError(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store = cls(run_dir / STORE_NAME)
+        store.db.execute("BEGIN")
+        for key, value in {"schema": SCHEMA_VERSION, "config": config, "split": split, "status": "running",
+                           "created": time.time()}.items():
+            store.db.execute("INSERT INTO run VALUES (?, ?)", (key, json.dumps(value)))
+        store.db.execute("COMMIT")
+        return store
+
+    @classmethod
+    def open(cls, run_dir: Path) -> "Store":
+        if not is_run_dir(run_dir):
+            raise FileNotFoundError(Path(run_dir) / STORE_NAME)
+        return cls(Path(run_dir) / STORE_NAME)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # run metadata -----------------------------------------------------------------------------
+    def get(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM run WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set(self, key: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO run VALUES (?, ?)", (key, json.dumps(value)))
+
+    def add_device(self, device: str, kind: str, info: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO devices VALUES (?, ?, ?)", (device, kind, json.dumps(info)))
+
+    def devices(self) -> dict[str, dict]:
+        return {d: {"kind": k, "info": json.loads(i)} for d, k, i in self.db.execute("SELECT * FROM devices")}
+
+    # journal ----------------------------------------------------------------------------------
+    def add_candidate(self, key: str, arch_key: str, genome: str, generation: int) -> int:
+        """The candidate's id; a key seen before keeps its first id (a genome is evaluated once)."""
+        self.db.execute("INSERT OR IGNORE INTO candidates (key, arch_key, genome, generation, created) "
+                        "VALUES (?, ?, ?, ?, ?)", (key, arch_key, genome, generation, time.time()))
+        return self.db.execute("SELECT candidate FROM candidates WHERE key = ?", (key,)).fetchone()[0]
+
+    def add_structure(self, arch_key: str, params: int, flops: int, widths: dict, dropped: list) -> None:
+        self.db.execute("INSERT OR IGNORE INTO structures VALUES (?, ?, ?, ?, ?)",
+                        (arch_key, params, flops, json.dumps(widths), json.dumps(dropped)))
+
+    def structure(self, arch_key: str) -> dict | None:
+        row = self.db.execute("SELECT params, flops, widths, dropped FROM structures WHERE arch_key = ?",
+                              (arch_key,)).fetchone()
+        if row is None:
+            return None
+        return {"params": row[0], "flops": row[1], "widths": json.loads(row[2]), "dropped": json.loads(row[3])}
+
+    def add_accuracy(self, key: str, accuracy: float | None, *, status: str = "ok", message: str | None = None,
+                     seconds: float | None = None) -> None:
+        if (accuracy is None) == (status == "ok"):
+            raise ValueError("an accuracy is stored exactly when status is 'ok'")
+        self.db.execute("INSERT INTO accuracies VALUES (?, ?, ?, ?, ?, ?)",
+                        (key, status, accuracy, message, seconds, time.time()))
+
+    def accuracy(self, key: str) -> tuple[str, float | None, str | None] | None:
+        return self.db.execute("SELECT status, accuracy, message FROM accuracies WHERE key = ?", (key,)).fetchone()
+
+    def add_latency(self, device: str, arch_key: str, latency: Latency | None, *, status: str = "ok",
+                    message: str | None = None) -> None:
+        """A measurement, or a failure (status names its kind). A failure never stores a number."""
+        if (latency is None) == (status == "ok"):
+            raise ValueError("a latency is stored exactly when status is 'ok'")
+        values = ((latency.median_ms, latency.p90_ms, latency.cv, latency.n, json.dumps(latency.to_dict()))
+                  if latency else (None, None, None, None, None))
+        self.db.execute("INSERT INTO latencies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (device, arch_key, status, *values, message, time.time()))
+
+    def latency(self, device: str, arch_key: str) -> LatencyRow | None:
+        row = self.db.execute("SELECT status, latency, message FROM latencies WHERE device = ? AND arch_key = ?",
+                              (device, arch_key)).fetchone()
+        if row is None:
+            return None
+        return LatencyRow(row[0], Latency.from_dict(json.loads(row[1])) if row[1] else None, row[2])
+
+    def add_generation(self, generation: int, evaluations: int, hypervolume: dict[str, float]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?)",
+                        (generation, evaluations, json.dumps(hypervolume), time.time()))
+
+    def generations(self) -> list[tuple[int, int, dict[str, float]]]:
+        return [(g, n, json.loads(h)) for g, n, h in
+                self.db.execute("SELECT generation, evaluations, hypervolume FROM generations ORDER BY generation")]
+
+    def candidates(self) -> Iterator[CandidateRow]:
+        for row in self.db.execute("SELECT candidate, key, arch_key, genome, generation FROM candidates "
+                                   "ORDER BY candidate"):
+            yield CandidateRow(*row)
+
+    def counts(self) -> dict[str, int]:
+        one = lambda sql: self.db.execute(sql).fetchone()[0]  # noqa: E731
+        return {"candidates": one("SELECT COUNT(*) FROM candidates"),
+                "accuracies": one("SELECT COUNT(*) FROM accuracies"),
+                "measurements": one("SELECT COUNT(*) FROM latencies WHERE status = 'ok'"),
+                "failures": one("SELECT COUNT(*) FROM latencies WHERE status != 'ok'")
+                + one("SELECT COUNT(*) FROM accuracies WHERE status != 'ok'")}

@@ -1,0 +1,57 @@
+import pytest
+
+from search.config import RunConfig, load_config
+from search.errors import UserError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "run.toml"
+    p.write_text(text)
+    return p
+
+
+def test_full_config_loads(tmp_path):
+    cfg = load_config(write(tmp_path, """
+[model]
+name = "digits-resnet"
+[data]
+shots = 5
+[space]
+drops = false
+[search]
+budget = 40
+population = 8
+seed = 3
+devices = ["local-cpu", "sim"]
+[measurement]
+min_samples = 20
+min_seconds = 0.1
+[device.sim]
+kind = "virtual"
+"""))
+    assert cfg.shots == 5 and not cfg.drops and cfg.budget == 40 and cfg.devices == ("local-cpu", "sim")
+    assert cfg.protocol().min_samples == 20
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[search]\nbudgte = 3\n", "unknown key 'budgte'"),
+    ("[serch]\n", "unknown table"),
+    ("[search]\nbudget = 'many'\n", "must be a int"),
+    ("[search]\nbudget = 2\n", "at least the population"),
+    ("[model]\nname = 'vgg'\n", "unknown model 'vgg'"),
+    ("[space]\nmasks = false\ndrops = false\n", "enable at least one"),
+    ("[measurement]\nmin_samples = -1\n", "[measurement]"),
+    ("[device.x]\nfoo = 1\n", "needs kind"),
+    ("[search\n", "not valid TOML"),
+])
+def test_bad_configs_are_one_clear_line(tmp_path, text, message):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, text))
+    assert message in str(e.value)
+    assert "\n" not in str(e.value).strip()
+
+
+def test_missing_config(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "nope.toml")

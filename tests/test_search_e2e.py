@@ -1,0 +1,130 @@
+"""The whole path through Ray: config -> search -> store -> fronts, and resume after kill -9."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from search import RunConfig, fronts, resume_run, start_run
+from search.errors import UserError
+from search.store import Store
+
+FAST = {"warmup_runs": 2, "warmup_seconds": 0.01, "min_samples": 10, "min_seconds": 0.02}
+SIM = {"sim": {"kind": "virtual", "seed": 1}}
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    """One trained default model for the whole session (trained by the first test that needs it)."""
+    monkeypatch.setenv("HILAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_search_on_cpu_and_virtual_device(tmp_path):
+    cfg = RunConfig(budget=24, population=8, seed=1, devices=("local-cpu", "sim"), device_definitions=SIM,
+                    measurement=FAST)
+    result = start_run(cfg, tmp_path / "run")
+    assert set(result) == {"local-cpu", "sim"}
+    store = Store.open(tmp_path / "run")
+    assert store.get("status") == "finished"
+    counts = store.counts()
+    # genomes that decode to the same model (e.g. bits inside a dropped block) share one candidate
+    assert 16 <= counts["candidates"] <= 24 and counts["failures"] == 0
+    assert counts["accuracies"] == counts["candidates"]
+    keys = [c.key for c in store.candidates()]
+    assert len(keys) == len(set(keys))
+    for device, front in result.items():
+        assert front.baseline is not None and front.baseline.accuracy > 0.9
+        assert front.points, device
+        assert all(p.latency.n >= FAST["min_samples"] for p in front.points)
+        assert front.to_json()["device"] == device
+    assert [g for g, _, _ in store.generations()] == list(range(len(store.generations())))
+    store.close()
+    assert fronts(tmp_path / "run")["sim"].points == result["sim"].points
+
+
+def test_bad_input_leaves_no_run_directory(tmp_path):
+    with pytest.raises(UserError, match="unknown device 'gpu9'"):
+        start_run(RunConfig(devices=("gpu9",)), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(UserError, match="could not"):
+        start_run(RunConfig(devices=("far",), device_definitions={"far": {"kind": "virtual",
+                            "ray_resources": {"no-such-node": 1}}}, measurement=FAST), tmp_path / "run2")
+    assert not (tmp_path / "run2").exists()
+
+
+def _config_file(tmp_path: Path, budget: int) -> Path:
+    text = f"""
+[search]
+budget = {budget}
+population = 8
+seed = 2
+devices = ["sim"]
+[measurement]
+warmup_runs = 2
+warmup_seconds = 0.01
+min_samples = 10
+min_seconds = 0.02
+[device.sim]
+kind = "virtual"
+seed = 1
+delay_s = 0.05
+"""
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def _journal(run: Path) -> tuple[list, list]:
+    db = sqlite3.connect(run / "run.sqlite")
+    acc = db.execute("SELECT key, accuracy, created FROM accuracies ORDER BY key").fetchall()
+    lat = db.execute("SELECT arch_key, median_ms, created FROM latencies ORDER BY arch_key").fetchall()
+    db.close()
+    return acc, lat
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_repeats_nothing_and_matches_an_uninterrupted_run(tmp_path):
+    config = _config_file(tmp_path, budget=40)
+    hilas = [sys.executable, "-m", "search.cli"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*hilas, "search", "run", str(config), "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if (killed / "run.sqlite").exists() and len(_journal(killed)[0]) >= 12:
+            break
+    else:
+        proc.kill()
+        pytest.fail("the run did not reach 12 evaluations in time")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before_acc, before_lat = _journal(killed)
+    assert Store.open(killed).get("status") == "running"
+
+    resumed = subprocess.run([*hilas, "search", "resume", str(killed)], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    after_acc, after_lat = _journal(killed)
+    # everything finished before the kill is still there, untouched (same values, same timestamps)
+    assert set(before_acc) <= set(after_acc) and set(before_lat) <= set(after_lat)
+    summary = Store.open(killed).get("summary")
+    assert summary["accuracy_evaluated"] == len(after_acc) - len(before_acc)
+
+    straight = tmp_path / "straight"
+    done = subprocess.run([*hilas, "search", "run", str(config), "--out", str(straight)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # replay resume: the interrupted run evaluated exactly the genomes an uninterrupted one did
+    assert [k for k, _, _ in after_acc] == [k for k, _, _ in _journal(straight)[0]]
+    shown = [json.loads(subprocess.run([*hilas, "front", "show", str(r), "--json"], capture_output=True,
+                                       text=True, env=env).stdout) for r in (killed, straight)]
+    assert [p["candidate"] for p in shown[0]["front"]] == [p["candidate"] for p in shown[1]["front"]]

@@ -1,0 +1,116 @@
+import sqlite3
+
+import pytest
+
+from devices.latency import summarize
+from search.fronts import Point, dominates, hypervolume, non_dominated, run_fronts
+from search.store import Store
+
+
+def lat(ms):
+    return summarize([ms * 0.98, ms, ms * 1.02], warmup_runs=3, runtime="test")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.create(tmp_path / "run", {"devices": ["cpu"], "budget": 4}, {"seed": 0})
+    yield s
+    s.close()
+
+
+def test_round_trip_survives_reopen(store, tmp_path):
+    cid = store.add_candidate("k1", "arch1", "0101", 0)
+    assert store.add_candidate("k1", "arch1", "0101", 3) == cid  # the same genome keeps its first id
+    store.add_structure("arch1", 10, 20, {"g": 3}, ["stage1.0"])
+    store.add_accuracy("k1", 0.9, seconds=0.1)
+    store.add_latency("cpu", "arch1", lat(2.0))
+    store.add_latency("cpu", "arch2", None, status="runtime", message="boom")
+    store.set("baseline_key", "k1")
+    store.close()
+
+    again = Store.open(tmp_path / "run")
+    assert again.get("config") == {"devices": ["cpu"], "budget": 4}
+    assert again.accuracy("k1") == ("ok", 0.9, None)
+    row = again.latency("cpu", "arch1")
+    assert row.status == "ok" and row.latency == lat(2.0)
+    failed = again.latency("cpu", "arch2")
+    assert failed.status == "runtime" and failed.latency is None and failed.message == "boom"
+    assert again.structure("arch1") == {"params": 10, "flops": 20, "widths": {"g": 3}, "dropped": ["stage1.0"]}
+    assert [c.candidate for c in again.candidates()] == [cid]
+    assert again.counts() == {"candidates": 1, "accuracies": 1, "measurements": 1, "failures": 1}
+    again.close()
+
+
+def test_journal_is_append_only(store):
+    store.add_accuracy("k", 0.5)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_accuracy("k", 0.6)
+    store.add_latency("cpu", "a", lat(1.0))
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_latency("cpu", "a", lat(2.0))
+
+
+def test_failure_never_stores_a_number(store):
+    with pytest.raises(ValueError):
+        store.add_latency("cpu", "a", lat(1.0), status="timeout")
+    with pytest.raises(ValueError):
+        store.add_latency("cpu", "a", None)
+    with pytest.raises(ValueError):
+        store.add_accuracy("k", None)
+
+
+def test_create_refuses_an_existing_run(store, tmp_path):
+    with pytest.raises(FileExistsError):
+        Store.create(tmp_path / "run", {}, {})
+
+
+def test_store_uses_wal(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def point(cid, acc, ms):
+    return Point(cid, f"k{cid}", f"a{cid}", acc, lat(ms), 1, 1)
+
+
+def test_non_dominated_is_exactly_the_pareto_set():
+    import random
+
+    rng = random.Random(0)
+    pts = [point(i, rng.choice([0.5, 0.6, 0.7, 0.8, 0.9]), rng.choice([1, 2, 3, 4, 5])) for i in range(60)]
+    front = non_dominated(pts)
+    for p in front:
+        assert not any(dominates(q, p) for q in pts)
+    for p in pts:
+        if p not in front:
+            assert any(dominates(q, p) for q in front) or any(
+                (q.accuracy, q.latency.median_ms) == (p.accuracy, p.latency.median_ms) for q in front)
+    assert [p.latency.median_ms for p in front] == sorted(p.latency.median_ms for p in front)
+    assert [p.accuracy for p in front] == sorted(p.accuracy for p in front)
+
+
+def test_hypervolume_by_hand():
+    # reference latency 10 ms: points at x = 0.2 (error 0.5) and x = 0.5 (error 0.1)
+    pts = [point(1, 0.5, 2.0), point(2, 0.9, 5.0), point(3, 0.4, 8.0), point(4, 0.95, 12.0)]
+    expected = (1 - 0.2) * (1 - 0.5) + (1 - 0.5) * (0.5 - 0.1)
+    assert hypervolume(pts, 10.0) == pytest.approx(expected)
+    assert hypervolume([], 10.0) == 0.0
+
+
+def test_run_fronts_only_use_successful_results(store, tmp_path):
+    for i, (acc, ms) in enumerate([(0.9, 4.0), (0.8, 2.0), (0.95, 1.0), (0.7, 3.0)]):
+        store.add_candidate(f"k{i}", f"a{i}", "0", 0)
+        store.add_structure(f"a{i}", 100, 200, {}, [])
+        store.add_accuracy(f"k{i}", acc)
+    store.add_latency("cpu", "a0", lat(4.0))
+    store.add_latency("cpu", "a1", lat(2.0))
+    store.add_latency("cpu", "a2", None, status="runtime", message="crashed")  # best numbers but failed
+    store.add_latency("cpu", "a3", lat(3.0))
+    store.set("baseline_key", "k0")
+    front = run_fronts(tmp_path / "run", store)["cpu"]
+    assert [p.key for p in front.points] == ["k1", "k0"]
+    assert front.baseline.key == "k0"
+    assert len(front.evaluated) == 3
+    data = front.to_json()
+    assert set(data) >= {"run", "device", "baseline", "front"}
+    assert set(data["front"][0]) >= {"candidate", "accuracy", "latency_ms", "params", "flops", "arch_key"}
+    assert set(data["front"][0]["latency_ms"]) == {"median", "p90", "n", "cv"}

@@ -11,6 +11,7 @@ from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -40,7 +41,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -65,7 +66,7 @@ def _search(cfg: RunConfig, run_dir: Path) -> None:
         with progress_bars() as progress:
             fronts = runs.start_run(cfg, run_dir, progress)
     except KeyboardInterrupt:
-        err.print(f"interrupted; continue with: hilas search resume {run_dir}")
+        err.print(f"interrupted; continue with: hilas search resume {escape(str(run_dir))}", soft_wrap=True)
         raise typer.Exit(130) from None
     _report(run_dir, fronts, time.perf_counter() - started)
 
@@ -174,7 +175,7 @@ def runs_list(root: Path = typer.Argument(Path("runs"), help="Directory holding 
         for col in ("run", "status", "created", "devices", "candidates", "measurements", "failures"):
             table.add_column(col)
         for r in runs.list_runs(root):
-            table.add_row(r["run"], r["status"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+            table.add_row(r["run"], r["status"], time.strftime("%m-%d %H:%M", time.localtime(r["created"])),
                           ", ".join(r["devices"]), f"{r['candidates']}/{r['budget']}", str(r["measurements"]),
                           str(r["failures"]))
         out.print(table)

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -60,11 +60,12 @@ def progress_bars() -> Iterator[runs.Progress]:
                             on_evaluation=update)
 
 
-def _search(cfg: RunConfig, run_dir: Path) -> None:
+def _search(run_dir: Path, start: Callable[[runs.Progress], dict[str, Front]]) -> None:
+    """Run `start` under progress bars, then print the fronts; Ctrl-C says how to resume."""
     started = time.perf_counter()
     try:
         with progress_bars() as progress:
-            fronts = runs.start_run(cfg, run_dir, progress)
+            fronts = start(progress)
     except KeyboardInterrupt:
         err.print(f"interrupted; continue with: hilas search resume {escape(str(run_dir))}", soft_wrap=True)
         raise typer.Exit(130) from None
@@ -114,7 +115,8 @@ def demo(budget: int = typer.Option(RunConfig.budget, help="Candidates to evalua
     with user_errors():
         cfg = RunConfig(budget=budget, population=population, seed=seed, measurement=DEMO_MEASUREMENT)
         validate(cfg, "demo")
-        _search(cfg, out_dir or _default_out("demo"))
+        run_dir = out_dir or _default_out("demo")
+        _search(run_dir, lambda progress: runs.start_run(cfg, run_dir, progress))
 
 
 @search_app.command("run")
@@ -123,17 +125,15 @@ def search_run(config: Path = typer.Argument(..., help="Run config (TOML)."),
     """Start a search from a TOML config."""
     with user_errors():
         cfg = load_config(config)
-        _search(cfg, out_dir or _default_out(config.stem))
+        run_dir = out_dir or _default_out(config.stem)
+        _search(run_dir, lambda progress: runs.start_run(cfg, run_dir, progress))
 
 
 @search_app.command("resume")
 def search_resume(run_dir: Path = typer.Argument(..., help="Directory of the run to continue.")):
     """Continue a run that was interrupted, without repeating finished work."""
     with user_errors():
-        started = time.perf_counter()
-        with progress_bars() as progress:
-            fronts = runs.resume_run(run_dir, progress)
-        _report(run_dir, fronts, time.perf_counter() - started)
+        _search(run_dir, lambda progress: runs.resume_run(run_dir, progress))
 
 
 def _chosen(run_dir: Path, device: Optional[str]) -> list[Front]:

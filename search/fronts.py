@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +91,6 @@ def evaluated_points(store: Store, device: str) -> list[Point]:
              FROM candidates c JOIN accuracies a ON a.key = c.key AND a.status = 'ok'
              JOIN latencies l ON l.arch_key = c.arch_key AND l.device = ? AND l.status = 'ok'
              JOIN structures s ON s.arch_key = c.arch_key ORDER BY c.candidate"""
-    import json
-
     return [Point(cid, key, arch, acc, Latency.from_dict(json.loads(lat)), params, flops)
             for cid, key, arch, acc, lat, params, flops in store.db.execute(sql, (device,))]
 

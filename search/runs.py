@@ -43,12 +43,14 @@ def resolve_devices(cfg: RunConfig) -> list[DeviceSpec]:
 
 @contextlib.contextmanager
 def started_pool(cfg: RunConfig, specs: list[DeviceSpec]) -> Iterator[tuple[DevicePool, dict[str, dict]]]:
+    """A started pool (its devices' infos beside it), with the host kept off cores local agents pinned."""
     pool = DevicePool(specs, cfg.protocol())
     try:
         try:
             infos = pool.start()
         except DeviceUnavailable as e:
             raise UserError(str(e)) from None
+        keep_host_off(_pinned_cores(infos))
         yield pool, infos
     finally:
         pool.close()
@@ -79,7 +81,6 @@ def start_run(cfg: RunConfig, run_dir: Path, progress: Progress | None = None) -
     specs = resolve_devices(cfg)
     task = load_task(cfg, progress.on_train_epoch)
     with started_pool(cfg, specs) as (pool, infos):
-        keep_host_off(_pinned_cores(infos))
         store = Store.create(run_dir, cfg.to_dict(), task.split)
         try:
             store.set("reference_accuracy", task.reference_accuracy)
@@ -101,8 +102,7 @@ def resume_run(run_dir: Path, progress: Progress | None = None) -> dict[str, Fro
         if task.split != store.get("split"):
             raise UserError(f"{run_dir}: the data split differs from the one this run started with; "
                             "it cannot be resumed with this version of hilas")
-        with started_pool(cfg, specs) as (pool, infos):
-            keep_host_off(_pinned_cores(infos))
+        with started_pool(cfg, specs) as (pool, _):
             store.set("resumed", time.time())
             return _execute(Path(run_dir), cfg, task, store, pool, progress)
     finally:

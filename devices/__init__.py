@@ -2,19 +2,24 @@
 
 from .agent import DeviceAgent, DeviceUnavailable, MeasurementError
 from .artifact import ModelArtifact, TensorSpec, export_onnx
-from .latency import Latency, summarize
+from .drift import DriftCheckedAgent, reference_artifact
+from .host import fingerprint
+from .latency import HARNESS_VERSION, Latency, summarize
 from .onnxruntime_cpu import OnnxRuntimeCpuAgent
 from .pool import DevicePool, MeasurementResult
-from .protocol import MeasurementProtocol, measure_callable
+from .protocol import HostTimer, MeasurementProtocol, Timer, measure_rounds
 from .registry import LOCAL_CPU, DeviceSpec, agent_class, make_agent
 from .virtual import VirtualAgent
 
 __all__ = [
+    "HARNESS_VERSION",
     "LOCAL_CPU",
     "DeviceAgent",
     "DevicePool",
     "DeviceSpec",
     "DeviceUnavailable",
+    "DriftCheckedAgent",
+    "HostTimer",
     "Latency",
     "MeasurementError",
     "MeasurementProtocol",
@@ -22,10 +27,13 @@ __all__ = [
     "ModelArtifact",
     "OnnxRuntimeCpuAgent",
     "TensorSpec",
+    "Timer",
     "VirtualAgent",
     "agent_class",
     "export_onnx",
+    "fingerprint",
     "make_agent",
-    "measure_callable",
+    "measure_rounds",
+    "reference_artifact",
     "summarize",
 ]

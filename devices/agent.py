@@ -13,17 +13,21 @@ if TYPE_CHECKING:  # artifact.py imports this module for MeasurementError
     from .latency import Latency
     from .protocol import MeasurementProtocol
 
-ERROR_KINDS = frozenset({"export", "compile", "runtime", "timeout", "device"})
+# Where a measurement failed: exporting or compiling the model, running it, running out of time,
+# losing the device, or timings too noisy to trust.
+ERROR_KINDS = frozenset({"export", "compile", "runtime", "timeout", "device", "noisy"})
 
 
 class DeviceAgent(Protocol):
     """Runs model artifacts on one device and times them."""
 
     def info(self) -> dict:
-        """Fingerprint of the device: hardware, runtime and versions, options.
+        """What the device is: {"kind", "device": {hardware}, "runtime": {name, versions, options}}.
 
-        Measurements are cached under this fingerprint, so it must change
-        whenever something that changes latency changes.
+        "device" and "runtime" together are the fingerprint latencies are cached under
+        (`devices.fingerprint`), so they must change whenever something that changes latency
+        changes, and hold nothing that changes otherwise (readings such as the current clock
+        speed go under another key, e.g. "state").
         """
 
     def prepare(self) -> None:
@@ -39,16 +43,18 @@ class DeviceAgent(Protocol):
 class MeasurementError(Exception):
     """One measurement failed; the device itself may still be fine.
 
-    `kind` says at which step: export, compile, runtime, timeout or device.
-    Built from (kind, message) args so it survives pickling across Ray.
+    `kind` says at which step: export, compile, runtime, timeout, device or noisy. A noisy
+    measurement carries its timings as evidence in `latency`; it is still a failure.
+    Built from its args so it survives pickling across Ray.
     """
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, latency: Latency | None = None) -> None:
         if kind not in ERROR_KINDS:
             raise ValueError(f"MeasurementError kind {kind!r} is not one of {sorted(ERROR_KINDS)}")
-        super().__init__(kind, message)
+        super().__init__(kind, message, latency)
         self.kind = kind
         self.message = message
+        self.latency = latency
 
     def __str__(self) -> str:
         return f"{self.kind} error: {' '.join(self.message.split())}"

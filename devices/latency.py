@@ -1,68 +1,115 @@
-"""A latency is a distribution of timings, never a single number."""
+"""A latency is a distribution of timings over independent rounds, never a single number."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
 import numpy as np
+
+# Bump when the way hilas measures changes (protocol logic, timers, statistics), so latencies
+# measured by an older harness are not reused from the latency database.
+HARNESS_VERSION = "hilas-harness-2"
 
 
 @dataclass(frozen=True)
 class Latency:
     """Summary and raw samples of one measurement, in milliseconds.
 
-    The raw samples are kept so that a later, stricter protocol can re-judge
-    old measurements without re-running them.
+    `median_ms`, the search objective, is the median of the rounds' medians: one disturbed
+    round cannot move it. The other statistics are over all samples of all rounds.
+    `rounds_cv` is the spread of the round medians (std / mean), the noise check's number.
+    A sample is the mean of `inner_runs` back-to-back runs (more than 1 only for models
+    shorter than the timer can resolve). The raw samples are kept, per round, so a later,
+    stricter rule can re-judge a measurement without re-running it.
     """
 
     median_ms: float
     p10_ms: float
     p90_ms: float
+    p99_ms: float
     mean_ms: float
     std_ms: float
+    min_ms: float
+    max_ms: float
     cv: float
     n: int
-    samples_ms: tuple[float, ...]
+    round_medians_ms: tuple[float, ...]
+    rounds_cv: float
+    samples_ms: tuple[tuple[float, ...], ...]
+    inner_runs: int
     warmup_runs: int
     runtime: str
+    attempts: int = 1
+    protocol: dict = field(default_factory=dict)
+    harness: str = HARNESS_VERSION
+    reference_ms: tuple[float, ...] = ()  # the drift reference's medians around this measurement
+    drift: float | None = None  # relative change of the reference across this measurement's batch
 
-    def to_dict(self) -> dict:
-        """Plain JSON-ready dict (samples as a list), for the store."""
+    def to_dict(self, *, samples: bool = True) -> dict:
+        """Plain JSON-ready dict; without the raw samples if `samples` is False."""
         d = asdict(self)
-        d["samples_ms"] = list(self.samples_ms)
+        d["samples_ms"] = [list(r) for r in self.samples_ms] if samples else []
+        d["round_medians_ms"] = list(self.round_medians_ms)
+        d["reference_ms"] = list(self.reference_ms)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Latency:
-        return cls(**{**d, "samples_ms": tuple(d["samples_ms"])})
+        return cls(**{**d, "samples_ms": tuple(tuple(r) for r in d["samples_ms"]),
+                      "round_medians_ms": tuple(d["round_medians_ms"]),
+                      "reference_ms": tuple(d.get("reference_ms", ()))})
+
+    def samples_blob(self) -> bytes:
+        """The raw samples as float32 bytes, rounds one after another (4 bytes a sample in a store)."""
+        return np.concatenate([np.asarray(r, dtype=np.float32) for r in self.samples_ms]).tobytes()
+
+    def with_samples_blob(self, blob: bytes, round_sizes: Sequence[int]) -> Latency:
+        """This latency with raw samples read back from `samples_blob` bytes."""
+        flat = np.frombuffer(blob, dtype=np.float32).astype(np.float64)
+        bounds = np.cumsum([0, *round_sizes])
+        rounds = tuple(tuple(float(v) for v in flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
+        return Latency.from_dict({**self.to_dict(samples=False), "samples_ms": rounds})
 
 
-def summarize(samples_ms: Iterable[float], *, warmup_runs: int, runtime: str) -> Latency:
-    """Build a Latency from raw timings.
+def summarize(rounds: Sequence[Sequence[float]], *, warmup_runs: int, runtime: str, inner_runs: int = 1,
+              attempts: int = 1) -> Latency:
+    """Build a Latency from the raw timings of one or more rounds.
 
-    std is the population standard deviation (numpy's default, ddof=0);
-    cv = std / mean (0 when the mean is 0).
+    std is the population standard deviation (numpy's default, ddof=0); cv = std / mean
+    (0 when the mean is 0).
     """
-    samples = np.asarray(list(samples_ms), dtype=np.float64)
-    if samples.size == 0:
-        raise ValueError(f"no latency samples to summarize (runtime {runtime!r}); measure at least once")
+    per_round = [np.asarray(list(r), dtype=np.float64) for r in rounds]
+    if not per_round or any(r.size == 0 for r in per_round):
+        raise ValueError(f"no latency samples to summarize (runtime {runtime!r}); measure at least once per round")
+    samples = np.concatenate(per_round)
     if not np.all(np.isfinite(samples)):
-        raise ValueError(f"latency samples from runtime {runtime!r} contain NaN or infinity: {samples.tolist()}")
+        raise ValueError(f"latency samples from runtime {runtime!r} contain NaN or infinity")
     if np.any(samples < 0):
-        raise ValueError(f"latency samples from runtime {runtime!r} contain negative times: {samples.tolist()}")
-    p10, median, p90 = np.percentile(samples, [10, 50, 90])
-    mean = float(samples.mean())
-    std = float(samples.std())
+        raise ValueError(f"latency samples from runtime {runtime!r} contain negative times")
+    p10, p90, p99 = np.percentile(samples, [10, 90, 99])
+    medians = np.array([np.median(r) for r in per_round])
     return Latency(
-        median_ms=float(median),
+        median_ms=float(np.median(medians)),
         p10_ms=float(p10),
         p90_ms=float(p90),
-        mean_ms=mean,
-        std_ms=std,
-        cv=std / mean if mean > 0 else 0.0,
+        p99_ms=float(p99),
+        mean_ms=float(samples.mean()),
+        std_ms=float(samples.std()),
+        min_ms=float(samples.min()),
+        max_ms=float(samples.max()),
+        cv=_cv(samples),
         n=int(samples.size),
-        samples_ms=tuple(float(s) for s in samples),
+        round_medians_ms=tuple(float(m) for m in medians),
+        rounds_cv=_cv(medians),
+        samples_ms=tuple(tuple(float(s) for s in r) for r in per_round),
+        inner_runs=inner_runs,
         warmup_runs=warmup_runs,
         runtime=runtime,
+        attempts=attempts,
     )
+
+
+def _cv(values: np.ndarray) -> float:
+    mean = float(values.mean())
+    return float(values.std()) / mean if mean > 0 else 0.0

@@ -12,9 +12,9 @@ import onnxruntime as ort
 
 from .agent import DeviceUnavailable, MeasurementError
 from .artifact import ModelArtifact, example_inputs
-from .host import host_info
+from .host import host_fingerprint, host_state
 from .latency import Latency
-from .protocol import MeasurementProtocol, measure_callable
+from .protocol import MeasurementProtocol, measure_rounds
 
 PROVIDERS = ["CPUExecutionProvider"]
 
@@ -39,19 +39,22 @@ class OnnxRuntimeCpuAgent:
         self._saved_affinity: set[int] | None = None
 
     def info(self) -> dict:
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         return {
             "kind": self.kind,
-            **host_info(),
-            "runtime": "onnxruntime",
-            "runtime_version": ort.__version__,
-            "providers": PROVIDERS,
-            "options": {
+            "device": host_fingerprint(),
+            "runtime": {
+                "name": "onnxruntime",
+                "version": ort.__version__,
+                "providers": PROVIDERS,
                 "intra_op_threads": self.intra_op_threads,
                 "inter_op_threads": self.inter_op_threads,
-                "cpu_affinity": self.cpu_affinity,
+                "execution_mode": "sequential",
+                "graph_optimization_level": "all",
+                "pinning": self._pinning,
+                "cores": cores,
             },
-            "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "pinning": self._pinning,
+            "state": host_state(),
         }
 
     def prepare(self) -> None:
@@ -76,10 +79,16 @@ class OnnxRuntimeCpuAgent:
 
     def measure(self, artifact: ModelArtifact, protocol: MeasurementProtocol) -> Latency:
         runtime = f"onnxruntime {ort.__version__} ({PROVIDERS[0]})"
-        try:
+        feeds = example_inputs(artifact)
+
+        def open_run():  # a fresh inference session per round
             session = ort.InferenceSession(artifact.onnx, self._session_options(), providers=PROVIDERS)
-            feeds = example_inputs(artifact)
-            return measure_callable(lambda: session.run(None, feeds), protocol, runtime)
+            return lambda: session.run(None, feeds)
+
+        try:
+            return measure_rounds(open_run, protocol, runtime)
+        except MeasurementError:
+            raise
         except Exception as e:
             raise MeasurementError(
                 "runtime", f"onnxruntime could not run {artifact.arch_key}: {type(e).__name__}: {e}"

@@ -22,12 +22,15 @@ class DeviceSpec:
 
     ray_resources are Ray custom resources the agent's actor requires, e.g.
     {"board-rpi4": 1} to run it on the node started with that resource.
+    measurement holds this device's own measurement settings, over the run's
+    (e.g. {"rounds": 5, "cooldown_seconds": 2.0} for a board that heats up).
     """
 
     name: str
     kind: str
     options: dict = field(default_factory=dict)
     ray_resources: dict = field(default_factory=dict)
+    measurement: dict = field(default_factory=dict)
 
 
 LOCAL_CPU = DeviceSpec("local-cpu", "onnxruntime-cpu")

@@ -3,7 +3,9 @@
 For tests and for simulating many devices without hardware. The cost model is
 deliberately simple (latency proportional to the multiply-accumulates of Conv,
 Gemm and MatMul nodes) but it follows structure the way real latency does:
-pruning filters or dropping blocks makes it faster.
+pruning filters or dropping blocks makes it faster. It is measured through the
+same protocol as real devices, on a simulated clock, so warm-up, rounds and the
+noise check behave as they would on hardware.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import onnx
 
 from .agent import MeasurementError
 from .artifact import ModelArtifact
-from .latency import Latency, summarize
-from .protocol import MeasurementProtocol
+from .latency import Latency
+from .protocol import MeasurementProtocol, measure_rounds
 
 COST_MODEL_VERSION = "1"  # bump when graph_mflops changes, so cached latencies are not reused
 
@@ -39,21 +41,17 @@ class VirtualAgent:
     def info(self) -> dict:
         return {
             "kind": self.kind,
-            "runtime": "virtual",
-            "runtime_version": COST_MODEL_VERSION,
-            "options": {
-                "ms_per_mflop": self.ms_per_mflop,
-                "noise_cv": self.noise_cv,
-                "delay_s": self.delay_s,
-                "seed": self.seed,
-            },
+            "device": {"simulated": True, "ms_per_mflop": self.ms_per_mflop, "noise_cv": self.noise_cv,
+                       "seed": self.seed},
+            "runtime": {"name": "virtual", "version": COST_MODEL_VERSION},
+            "state": {"delay_s": self.delay_s},
         }
 
     def prepare(self) -> None:
         pass
 
     def measure(self, artifact: ModelArtifact, protocol: MeasurementProtocol) -> Latency:
-        """min_samples synthetic timings around the cost model's latency.
+        """The protocol run on a simulated clock whose runs take the cost model's time, with noise.
 
         Noise is seeded by the artifact's hash, so a given model gets the same
         samples whatever order the measurements run in.
@@ -65,12 +63,31 @@ class VirtualAgent:
             raise MeasurementError("runtime", why) from e
         time.sleep(self.delay_s)
         rng = np.random.default_rng([self.seed, int(artifact.sha256[:15], 16)])
-        noise = 1.0 + self.noise_cv * rng.standard_normal(protocol.min_samples)
-        samples = np.clip(mflops * self.ms_per_mflop * noise, 0.0, None)
-        return summarize(samples, warmup_runs=protocol.warmup_runs, runtime=f"virtual {COST_MODEL_VERSION}")
+        clock = SimulatedClock(mflops * self.ms_per_mflop, self.noise_cv, rng)
+        return measure_rounds(lambda: clock.run_once, protocol, f"virtual {COST_MODEL_VERSION}", timer=clock)
 
     def close(self) -> None:
         pass
+
+
+class SimulatedClock:
+    """A Timer on which every run takes `ms` milliseconds, times (1 + noise_cv * a normal draw)."""
+
+    resolution_ms = 1e-6
+
+    def __init__(self, ms: float, noise_cv: float, rng: np.random.Generator) -> None:
+        self.ms, self.noise_cv, self.rng = ms, noise_cv, rng
+
+    def run_once(self) -> None:
+        """Nothing runs: the clock decides how long it took."""
+
+    def time(self, run_once, inner: int) -> float:
+        if not self.noise_cv:
+            return self.ms * inner
+        return float(np.clip(self.ms * (1.0 + self.noise_cv * self.rng.standard_normal(inner)), 0.0, None).sum())
+
+    def sleep(self, seconds: float) -> None:
+        """Simulated cooldowns take no time."""
 
 
 def graph_mflops(onnx_bytes: bytes) -> float:

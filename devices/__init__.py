@@ -1,4 +1,8 @@
-"""devices: model artifact -> measured latency, on any number of devices at once."""
+"""devices: model artifact -> measured latency, on any number of devices at once.
+
+The pool (and with it Ray) is imported on first use, so an agent can be used, and a GPU or a
+board checked, on a machine that has no Ray installed.
+"""
 
 from .agent import DeviceAgent, DeviceUnavailable, MeasurementError
 from .artifact import ModelArtifact, TensorSpec, export_onnx
@@ -6,7 +10,6 @@ from .drift import DriftCheckedAgent, reference_artifact
 from .host import fingerprint
 from .latency import HARNESS_VERSION, Latency, summarize
 from .onnxruntime_cpu import OnnxRuntimeCpuAgent
-from .pool import DevicePool, MeasurementResult
 from .protocol import HostTimer, MeasurementProtocol, Timer, measure_rounds
 from .registry import LOCAL_CPU, DeviceSpec, agent_class, make_agent
 from .virtual import VirtualAgent
@@ -37,3 +40,11 @@ __all__ = [
     "reference_artifact",
     "summarize",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("DevicePool", "MeasurementResult"):
+        from . import pool
+
+        return getattr(pool, name)
+    raise AttributeError(f"module 'devices' has no attribute {name!r}")

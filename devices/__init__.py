@@ -5,7 +5,8 @@ board checked, on a machine that has no Ray installed.
 """
 
 from .agent import DeviceAgent, DeviceUnavailable, MeasurementError
-from .artifact import ModelArtifact, TensorSpec, export_onnx
+from .artifact import ModelArtifact, TensorSpec, export_onnx, input_specs
+from .database import LatencyDatabase
 from .drift import DriftCheckedAgent, reference_artifact
 from .host import fingerprint
 from .latency import HARNESS_VERSION, Latency, summarize
@@ -23,6 +24,7 @@ __all__ = [
     "DeviceUnavailable",
     "DriftCheckedAgent",
     "HostTimer",
+    "LatencyDatabase",
     "Latency",
     "MeasurementError",
     "MeasurementProtocol",
@@ -35,6 +37,7 @@ __all__ = [
     "agent_class",
     "export_onnx",
     "fingerprint",
+    "input_specs",
     "make_agent",
     "measure_rounds",
     "reference_artifact",

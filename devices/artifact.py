@@ -73,8 +73,12 @@ def export_onnx(model, example_input, arch_key: str) -> ModelArtifact:
         ) from e
     finally:
         model.train(was_training)
-    spec = TensorSpec("input", tuple(example_input.shape), str(example_input.dtype).removeprefix("torch."))
-    return ModelArtifact(arch_key=arch_key, onnx=buffer.getvalue(), inputs=(spec,))
+    return ModelArtifact(arch_key=arch_key, onnx=buffer.getvalue(), inputs=input_specs(example_input))
+
+
+def input_specs(example_input) -> tuple[TensorSpec, ...]:
+    """The input an export of a model at `example_input`'s shape takes (known before exporting)."""
+    return (TensorSpec("input", tuple(example_input.shape), str(example_input.dtype).removeprefix("torch.")),)
 
 
 def example_inputs(artifact: ModelArtifact, seed: int = 0) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -60,16 +61,21 @@ class Latency:
                       "round_medians_ms": tuple(d["round_medians_ms"]),
                       "reference_ms": tuple(d.get("reference_ms", ()))})
 
-    def samples_blob(self) -> bytes:
-        """The raw samples as float32 bytes, rounds one after another (4 bytes a sample in a store)."""
-        return np.concatenate([np.asarray(r, dtype=np.float32) for r in self.samples_ms]).tobytes()
+    def to_record(self) -> tuple[str, bytes]:
+        """For a database: the summary as JSON and the raw samples as float32 bytes (4 bytes a sample)."""
+        summary = self.to_dict(samples=False)
+        summary["round_sizes"] = [len(r) for r in self.samples_ms]
+        blob = np.concatenate([np.asarray(r, dtype=np.float32) for r in self.samples_ms]).tobytes()
+        return json.dumps(summary), blob
 
-    def with_samples_blob(self, blob: bytes, round_sizes: Sequence[int]) -> Latency:
-        """This latency with raw samples read back from `samples_blob` bytes."""
-        flat = np.frombuffer(blob, dtype=np.float32).astype(np.float64)
-        bounds = np.cumsum([0, *round_sizes])
-        rounds = tuple(tuple(float(v) for v in flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
-        return Latency.from_dict({**self.to_dict(samples=False), "samples_ms": rounds})
+    @classmethod
+    def from_record(cls, summary_json: str, blob: bytes | None) -> Latency:
+        """Back from to_record(); without `blob`, a summary with no raw samples (cheap, for tables)."""
+        summary = json.loads(summary_json)
+        bounds = np.cumsum([0, *summary.pop("round_sizes")])
+        flat = np.frombuffer(blob or b"", dtype=np.float32).astype(np.float64)
+        summary["samples_ms"] = [flat[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])] if blob else []
+        return cls.from_dict(summary)
 
 
 def summarize(rounds: Sequence[Sequence[float]], *, warmup_runs: int, runtime: str, inner_runs: int = 1,

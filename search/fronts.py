@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,9 @@ class Point:
     def to_json(self) -> dict:
         lat = self.latency
         return {"candidate": self.candidate, "accuracy": self.accuracy,
-                "latency_ms": {"median": lat.median_ms, "p90": lat.p90_ms, "n": lat.n, "cv": lat.cv},
+                "latency_ms": {"median": lat.median_ms, "p90": lat.p90_ms, "p99": lat.p99_ms, "n": lat.n,
+                               "cv": lat.cv, "rounds_cv": lat.rounds_cv, "round_medians": list(lat.round_medians_ms),
+                               "drift": lat.drift, "runtime": lat.runtime},
                 "params": self.params, "flops": self.flops, "arch_key": self.arch_key}
 
 
@@ -86,12 +87,13 @@ def hypervolume(points: list[Point], reference_ms: float | None) -> float:
 
 
 def evaluated_points(store: Store, device: str) -> list[Point]:
-    """Every candidate with a successful accuracy and a successful latency on `device`."""
+    """Every candidate with a successful accuracy and a successful latency on `device` (summaries only:
+    the raw samples stay in the store)."""
     sql = """SELECT c.candidate, c.key, c.arch_key, a.accuracy, l.latency, s.params, s.flops
              FROM candidates c JOIN accuracies a ON a.key = c.key AND a.status = 'ok'
              JOIN latencies l ON l.arch_key = c.arch_key AND l.device = ? AND l.status = 'ok'
              JOIN structures s ON s.arch_key = c.arch_key ORDER BY c.candidate"""
-    return [Point(cid, key, arch, acc, Latency.from_dict(json.loads(lat)), params, flops)
+    return [Point(cid, key, arch, acc, Latency.from_record(lat, None), params, flops)
             for cid, key, arch, acc, lat, params, flops in store.db.execute(sql, (device,))]
 
 

@@ -17,7 +17,7 @@ from typing import Iterator
 from devices import Latency
 
 STORE_NAME = "run.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS accuracies (
     key TEXT PRIMARY KEY, status TEXT NOT NULL, accuracy REAL, message TEXT, seconds REAL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS latencies (
     device TEXT NOT NULL, arch_key TEXT NOT NULL, status TEXT NOT NULL,
-    median_ms REAL, p90_ms REAL, cv REAL, n INTEGER, latency TEXT, message TEXT, created REAL NOT NULL,
+    median_ms REAL, p90_ms REAL, rounds_cv REAL, n INTEGER, latency TEXT, samples BLOB, message TEXT,
+    fingerprint TEXT, source TEXT NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (device, arch_key));
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY, evaluations INTEGER NOT NULL, hypervolume TEXT NOT NULL, created REAL NOT NULL);
@@ -54,11 +55,17 @@ class CandidateRow:
 
 @dataclass(frozen=True)
 class LatencyRow:
-    """A stored measurement: `latency` is set when `status` is "ok", else `message` says what failed."""
+    """A stored measurement: `latency` is set when `status` is "ok", else `message` says what failed.
+
+    `source` is "measured" (in this run) or "database" (reused from the latency database). A
+    noisy failure keeps its timings as `evidence`; they are never an objective.
+    """
 
     status: str
     latency: Latency | None
     message: str | None
+    source: str = "measured"
+    evidence: Latency | None = None
 
 
 def is_run_dir(path: Path) -> bool:
@@ -92,9 +99,16 @@ class Store:
 
     @classmethod
     def open(cls, run_dir: Path) -> "Store":
+        """An existing run's store. Raises FileNotFoundError, or ValueError for another schema."""
         if not is_run_dir(run_dir):
             raise FileNotFoundError(Path(run_dir) / STORE_NAME)
-        return cls(Path(run_dir) / STORE_NAME)
+        store = cls(Path(run_dir) / STORE_NAME)
+        if store.get("schema") != SCHEMA_VERSION:
+            found = store.get("schema")
+            store.close()
+            raise ValueError(f"{run_dir} was written by another version of hilas (store schema {found}, this "
+                             f"version reads {SCHEMA_VERSION}); open it with that version or start a new run")
+        return store
 
     def close(self) -> None:
         self.db.close()
@@ -142,21 +156,29 @@ class Store:
         return self.db.execute("SELECT status, accuracy, message FROM accuracies WHERE key = ?", (key,)).fetchone()
 
     def add_latency(self, device: str, arch_key: str, latency: Latency | None, *, status: str = "ok",
-                    message: str | None = None) -> None:
-        """A measurement, or a failure (status names its kind). A failure never stores a number."""
+                    message: str | None = None, fingerprint: str | None = None, source: str = "measured",
+                    evidence: Latency | None = None) -> None:
+        """A measurement, or a failure (status names its kind). A failure never stores a number as a
+        latency: a noisy one keeps its timings only as evidence, with no median in the table."""
         if (latency is None) == (status == "ok"):
             raise ValueError("a latency is stored exactly when status is 'ok'")
-        values = ((latency.median_ms, latency.p90_ms, latency.cv, latency.n, json.dumps(latency.to_dict()))
-                  if latency else (None, None, None, None, None))
-        self.db.execute("INSERT INTO latencies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (device, arch_key, status, *values, message, time.time()))
+        if evidence is not None and status == "ok":
+            raise ValueError("evidence belongs to a failure; a success stores its latency")
+        kept = latency or evidence
+        record = kept.to_record() if kept else (None, None)
+        numbers = (latency.median_ms, latency.p90_ms, latency.rounds_cv, latency.n) if latency else (None,) * 4
+        self.db.execute("INSERT INTO latencies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (device, arch_key, status, *numbers, *record, message, fingerprint, source, time.time()))
 
     def latency(self, device: str, arch_key: str) -> LatencyRow | None:
-        row = self.db.execute("SELECT status, latency, message FROM latencies WHERE device = ? AND arch_key = ?",
-                              (device, arch_key)).fetchone()
+        row = self.db.execute("SELECT status, latency, samples, message, source FROM latencies "
+                              "WHERE device = ? AND arch_key = ?", (device, arch_key)).fetchone()
         if row is None:
             return None
-        return LatencyRow(row[0], Latency.from_dict(json.loads(row[1])) if row[1] else None, row[2])
+        status, summary, samples, message, source = row
+        kept = Latency.from_record(summary, samples) if summary else None
+        return LatencyRow(status, kept if status == "ok" else None, message, source,
+                          kept if status != "ok" else None)
 
     def add_generation(self, generation: int, evaluations: int, hypervolume: dict[str, float]) -> None:
         self.db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?)",
@@ -176,5 +198,6 @@ class Store:
         return {"candidates": one("SELECT COUNT(*) FROM candidates"),
                 "accuracies": one("SELECT COUNT(*) FROM accuracies"),
                 "measurements": one("SELECT COUNT(*) FROM latencies WHERE status = 'ok'"),
+                "from_database": one("SELECT COUNT(*) FROM latencies WHERE status = 'ok' AND source = 'database'"),
                 "failures": one("SELECT COUNT(*) FROM latencies WHERE status != 'ok'")
                 + one("SELECT COUNT(*) FROM accuracies WHERE status != 'ok'")}

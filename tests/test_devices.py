@@ -82,12 +82,13 @@ def test_summarize_refuses_bad_samples(rounds):
         summarize(rounds, warmup_runs=0, runtime="rt")
 
 
-def test_latency_round_trips_through_json_and_a_samples_blob():
+def test_latency_round_trips_through_json_and_a_database_record():
     lat = summarize([[1.0, 2.0, 4.0], [0.5, 0.25]], warmup_runs=3, runtime="rt")
     assert Latency.from_dict(json.loads(json.dumps(lat.to_dict()))) == lat
     bare = Latency.from_dict(json.loads(json.dumps(lat.to_dict(samples=False))))
     assert bare.samples_ms == () and bare.median_ms == lat.median_ms
-    assert bare.with_samples_blob(lat.samples_blob(), [3, 2]) == lat  # these values are exact in float32
+    summary, blob = lat.to_record()
+    assert len(blob) == 4 * lat.n and Latency.from_record(summary, blob) == lat  # exact in float32
 
 
 # -- MeasurementProtocol -----------------------------------------------------

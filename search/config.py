@@ -21,7 +21,7 @@ _TABLES = {
     "model": {"name": str},
     "data": {"name": str, "shots": int, "seed": int},
     "space": {"masks": bool, "drops": bool},
-    "search": {"budget": int, "population": int, "seed": int, "devices": list},
+    "search": {"budget": int, "population": int, "seed": int, "devices": list, "fresh": bool},
     "measurement": {f: type(v) for f, v in asdict(MeasurementProtocol()).items()},
 }
 
@@ -40,6 +40,7 @@ class RunConfig:
     population: int = 32
     seed: int = 0
     devices: tuple[str, ...] = ("local-cpu",)
+    fresh: bool = False  # measure every structure, reusing nothing from the latency database
     device_definitions: dict[str, dict] = field(default_factory=dict)
     measurement: dict = field(default_factory=dict)
 
@@ -85,6 +86,9 @@ def parse_config(doc: dict, source: str) -> RunConfig:
     for name, spec in definitions.items():
         if not isinstance(spec.get("kind"), str):
             raise UserError(f"{source}: [device.{name}] needs kind = \"...\" (e.g. \"virtual\", \"onnxruntime-cpu\")")
+        for table in ("measurement", "ray_resources"):
+            if not isinstance(spec.get(table, {}), dict):
+                raise UserError(f"{source}: [device.{name}] {table} must be a table, e.g. [device.{name}.{table}]")
     defaults = RunConfig()
     cfg = RunConfig(
         model=t["model"].get("name", defaults.model),
@@ -97,6 +101,7 @@ def parse_config(doc: dict, source: str) -> RunConfig:
         population=t["search"].get("population", defaults.population),
         seed=t["search"].get("seed", defaults.seed),
         devices=tuple(t["search"].get("devices", defaults.devices)),
+        fresh=t["search"].get("fresh", defaults.fresh),
         device_definitions=definitions,
         measurement=t["measurement"],
     )
@@ -123,9 +128,14 @@ def validate(cfg: RunConfig, source: str) -> None:
     if len(set(cfg.devices)) != len(cfg.devices):
         raise UserError(f"{source}: [search] devices lists a device twice")
     try:
-        cfg.protocol()
+        protocol = cfg.protocol()
     except (TypeError, ValueError) as e:
         raise UserError(f"{source}: [measurement] {e}") from None
+    for name, spec in cfg.device_definitions.items():
+        try:
+            protocol.updated(spec.get("measurement", {}))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{source}: [device.{name}.measurement] {e}") from None
 
 
 def load_config(path: Path) -> RunConfig:

@@ -19,7 +19,7 @@ from pymoo.core.repair import Repair
 from pymoo.operators.crossover.pntx import TwoPointCrossover
 from pymoo.operators.mutation.bitflip import BitflipMutation
 
-from devices import DevicePool, MeasurementError, export_onnx
+from devices import DevicePool, LatencyDatabase, MeasurementError, export_onnx, fingerprint, input_specs
 from evaluators import proxy_accuracy
 from spaces import Candidate, ComposedSpace, model_stats
 
@@ -59,17 +59,29 @@ def genome_text(genome: np.ndarray) -> str:
 
 
 class Search:
-    """One run: evaluates what NSGA-II asks for, writing every result to the store as it lands."""
+    """One run: evaluates what NSGA-II asks for, writing every result to the store as it lands.
+
+    A structure's latency on a device comes, in order of preference, from this run's store, from
+    the latency database (unless the run is fresh), or from a measurement; every successful
+    measurement is added to the database for later runs.
+    """
 
     def __init__(self, store: Store, space: ComposedSpace, task: SearchTask, pool: DevicePool, cfg: RunConfig,
+                 infos: dict[str, dict], database: LatencyDatabase | None = None,
                  on_progress: Callable[[str, int, int], None] | None = None):
-        """`on_progress(what, done, total)` is told of every candidate scored and measurement made."""
+        """`infos` are the devices' info(); `on_progress(what, done, total)` is told of every candidate
+        scored and measurement made."""
         self.store, self.space, self.task, self.pool, self.cfg = store, space, task, pool, cfg
         self.devices = list(cfg.devices)
+        self.infos = infos
+        self.fingerprints = {d: fingerprint(infos[d]) for d in self.devices}
+        self.inputs = input_specs(task.example_input)
+        self.database = database
         self.on_progress = on_progress or (lambda what, done, total: None)
         self.in_flight: set[tuple[str, str]] = set()
         self.evaluations = 0
-        self.stats = {"accuracy_evaluated": 0, "accuracy_reused": 0, "latency_measured": 0, "latency_reused": 0}
+        self.stats = {"accuracy_evaluated": 0, "accuracy_reused": 0, "latency_measured": 0, "latency_failed": 0,
+                      "latency_from_database": 0, "latency_in_store": 0, "drift_repeats": 0}
 
     def run(self) -> None:
         problem = Problem(n_var=self.space.n_var, n_obj=1 + len(self.devices), n_ieq_constr=1,
@@ -84,9 +96,7 @@ class Search:
         )
         # pymoo counts no evaluations in ask/tell mode, so the budget is enforced by this loop.
         algorithm.setup(problem, seed=self.cfg.seed, verbose=False)
-        baseline = self.space.decode(self.space.baseline())
-        self.store.set("baseline_key", baseline.key)
-        self.settle(baseline)
+        self.store.set("baseline_key", self.space.decode(self.space.baseline()).key)
         generation = 0
         while self.evaluations < self.cfg.budget:
             population = algorithm.ask()
@@ -98,43 +108,20 @@ class Search:
                                       {d: f.hypervolume for d, f in fronts.items()})
             generation += 1
         self.store.set("status", "finished")
-        self.store.set("summary", self.stats)
+        self.store.set("summary", self.summary())
 
-    def settle(self, baseline: Candidate, tolerance: float = 0.03, max_rounds: int = 15) -> None:
-        """Measure the baseline until two medians in a row agree within `tolerance`, then discard them.
-
-        The first seconds of a run are noisy (Ray's processes start, the host exports the first
-        generation); without this, the baseline, measured first, comes out slow and every speed-up
-        against it is inflated. The medians seen are kept in the run's metadata.
-        """
-        artifact = export_onnx(baseline.build(), self.task.example_input, baseline.arch_key)
-        trace: dict[str, list[float]] = {d: [] for d in self.devices}
-        unsettled = set(self.devices)
-        for _ in range(max_rounds):
-            for d in unsettled:
-                self.pool.submit(d, artifact)
-            waiting = set(unsettled)
-            while waiting:
-                for r in self.pool.poll(timeout=1.0):
-                    waiting.discard(r.device)
-                    if r.error is not None:
-                        unsettled.discard(r.device)  # the search itself will record the failure
-                    else:
-                        trace[r.device].append(r.latency.median_ms)
-            for d in list(unsettled):
-                m = trace[d]
-                if len(m) >= 2 and abs(m[-1] - m[-2]) <= tolerance * m[-2]:
-                    unsettled.discard(d)
-            if not unsettled:
-                break
-        self.store.set("settle", {"tolerance": tolerance, "medians_ms": trace, "settled": sorted(
-            set(self.devices) - unsettled)})
+    def summary(self) -> dict:
+        """What this session of the run did, with the latency database's hit rate."""
+        looked_up = self.stats["latency_from_database"] + self.stats["latency_measured"] + self.stats["latency_failed"]
+        hit_rate = self.stats["latency_from_database"] / looked_up if looked_up else 0.0
+        return {**self.stats, "database_hit_rate": hit_rate, "fresh": self.cfg.fresh}
 
     # one generation ----------------------------------------------------------------------------
     def evaluate(self, X: np.ndarray, generation: int) -> tuple[np.ndarray, np.ndarray]:
         candidates = [self.space.decode(np.asarray(x, dtype=np.int64)) for x in X]
         ids = [self.store.add_candidate(c.key, c.arch_key, genome_text(c.genome), generation) for c in candidates]
         self._submit_latencies(candidates)
+        self._collect(timeout=0.0)  # sends the queued work to the devices
         for i, c in enumerate(candidates):
             self._evaluate_accuracy(c)
             self._collect(timeout=0.0)
@@ -145,11 +132,12 @@ class Search:
         return self._objectives(candidates, ids)
 
     def _submit_latencies(self, candidates: list[Candidate]) -> None:
-        """Export each new structure once and queue it on every device that has not measured it."""
+        """Export each new structure once and queue it on every device that has no latency for it."""
         for c in {c.arch_key: c for c in candidates}.values():
             missing = [d for d in self.devices
                        if (d, c.arch_key) not in self.in_flight and self.store.latency(d, c.arch_key) is None]
-            self.stats["latency_reused"] += len(self.devices) - len(missing)
+            self.stats["latency_in_store"] += len(self.devices) - len(missing)
+            missing = [d for d in missing if not self._reuse_from_database(d, c.arch_key)]
             if not missing and self.store.structure(c.arch_key):
                 continue
             model = c.build()
@@ -167,6 +155,16 @@ class Search:
                 self.pool.submit(d, artifact)
                 self.in_flight.add((d, c.arch_key))
 
+    def _reuse_from_database(self, device: str, arch_key: str) -> bool:
+        if self.database is None or self.cfg.fresh:
+            return False
+        latency = self.database.get(self.fingerprints[device], arch_key, self.inputs)
+        if latency is None:
+            return False
+        self.store.add_latency(device, arch_key, latency, fingerprint=self.fingerprints[device], source="database")
+        self.stats["latency_from_database"] += 1
+        return True
+
     def _evaluate_accuracy(self, c: Candidate) -> None:
         if self.store.accuracy(c.key) is not None:
             self.stats["accuracy_reused"] += 1
@@ -181,15 +179,20 @@ class Search:
         self.stats["accuracy_evaluated"] += 1
 
     def _collect(self, timeout: float) -> None:
-        for result in self.pool.poll(timeout=timeout):
-            if result.error is None:
-                self.store.add_latency(result.device, result.arch_key, result.latency)
+        for r in self.pool.poll(timeout=timeout):
+            fp = self.fingerprints[r.device]
+            if r.error is None:
+                self.store.add_latency(r.device, r.arch_key, r.latency, fingerprint=fp)
+                if self.database is not None:
+                    self.database.put(fp, self.infos[r.device], r.arch_key, self.inputs, r.latency)
+                self.stats["latency_measured"] += 1
+                self.stats["drift_repeats"] += len(r.latency.reference_ms) > 2
             else:
-                self.store.add_latency(result.device, result.arch_key, None, status=result.error.kind,
-                                       message=str(result.error))
-            self.in_flight.discard((result.device, result.arch_key))
-            self.stats["latency_measured"] += 1
-            done = self.stats["latency_measured"]
+                self.store.add_latency(r.device, r.arch_key, None, status=r.error.kind, message=str(r.error),
+                                       fingerprint=fp, evidence=r.error.latency)
+                self.stats["latency_failed"] += 1
+            self.in_flight.discard((r.device, r.arch_key))
+            done = self.stats["latency_measured"] + self.stats["latency_failed"]
             self.on_progress("measurements", done, done + len(self.in_flight))
 
     def _objectives(self, candidates: list[Candidate], ids: list[int]) -> tuple[np.ndarray, np.ndarray]:

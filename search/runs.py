@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from devices import LOCAL_CPU, DevicePool, DeviceSpec, DeviceUnavailable
+from devices import LOCAL_CPU, DevicePool, DeviceSpec, DeviceUnavailable, LatencyDatabase, fingerprint
 
 from .config import RunConfig
 from .engine import Search, keep_host_off
@@ -30,8 +30,9 @@ def resolve_devices(cfg: RunConfig) -> list[DeviceSpec]:
     """The run's device names as specs: built-ins first, then the config's own [device.NAME] tables."""
     known = {LOCAL_CPU.name: LOCAL_CPU}
     for name, table in cfg.device_definitions.items():
-        options = {k: v for k, v in table.items() if k not in ("kind", "ray_resources")}
-        known[name] = DeviceSpec(name, table["kind"], options, table.get("ray_resources", {}))
+        options = {k: v for k, v in table.items() if k not in ("kind", "ray_resources", "measurement")}
+        known[name] = DeviceSpec(name, table["kind"], options, table.get("ray_resources", {}),
+                                 table.get("measurement", {}))
     specs = []
     for name in cfg.devices:
         if name not in known:
@@ -57,16 +58,23 @@ def started_pool(cfg: RunConfig, specs: list[DeviceSpec]) -> Iterator[tuple[Devi
 
 
 def _execute(run_dir: Path, cfg: RunConfig, task: SearchTask, store: Store, pool: DevicePool,
-             progress: Progress) -> dict[str, Front]:
+             infos: dict[str, dict], progress: Progress) -> dict[str, Front]:
     space = make_space(task, cfg)
-    search = Search(store, space, task, pool, cfg, on_progress=progress.on_evaluation)
-    search.run()
+    try:
+        database = LatencyDatabase()
+    except OSError as e:
+        raise UserError(str(e)) from None
+    try:
+        Search(store, space, task, pool, cfg, infos, database, on_progress=progress.on_evaluation).run()
+    finally:
+        database.close()
     return run_fronts(run_dir, store)
 
 
 def _pinned_cores(infos: dict[str, dict]) -> set[int]:
     """Cores that local agents pinned themselves to (remote agents report no pinning)."""
-    return {c for info in infos.values() if info.get("pinning") == "pinned" for c in info.get("cpu_affinity", [])}
+    runtimes = [info.get("runtime") for info in infos.values()]
+    return {c for rt in runtimes if isinstance(rt, dict) and rt.get("pinning") == "pinned" for c in rt["cores"]}
 
 
 def start_run(cfg: RunConfig, run_dir: Path, progress: Progress | None = None) -> dict[str, Front]:
@@ -86,9 +94,22 @@ def start_run(cfg: RunConfig, run_dir: Path, progress: Progress | None = None) -
             store.set("reference_accuracy", task.reference_accuracy)
             for spec in specs:
                 store.add_device(spec.name, spec.kind, infos[spec.name])
-            return _execute(run_dir, cfg, task, store, pool, progress)
+            return _execute(run_dir, cfg, task, store, pool, infos, progress)
         finally:
             store.close()
+
+
+def _check_same_devices(run_dir: Path, store: Store, infos: dict[str, dict]) -> None:
+    """A run's latencies compare only if every device is still the device (and runtime) it was."""
+    for name, stored in store.devices().items():
+        if name in infos and fingerprint(stored["info"]) != fingerprint(infos[name]):
+            before, now = stored["info"], infos[name]
+            changed = sorted(k for part in ("device", "runtime")
+                             for k in set(before.get(part, {})) | set(now.get(part, {}))
+                             if before.get(part, {}).get(k) != now.get(part, {}).get(k))
+            raise UserError(f"{run_dir}: device '{name}' is not what it was when the run started (changed: "
+                            f"{', '.join(changed) or 'its description'}); its latencies would not compare: "
+                            f"start a new run")
 
 
 def resume_run(run_dir: Path, progress: Progress | None = None) -> dict[str, Front]:
@@ -102,9 +123,10 @@ def resume_run(run_dir: Path, progress: Progress | None = None) -> dict[str, Fro
         if task.split != store.get("split"):
             raise UserError(f"{run_dir}: the data split differs from the one this run started with; "
                             "it cannot be resumed with this version of hilas")
-        with started_pool(cfg, specs) as (pool, _):
+        with started_pool(cfg, specs) as (pool, infos):
+            _check_same_devices(Path(run_dir), store, infos)
             store.set("resumed", time.time())
-            return _execute(Path(run_dir), cfg, task, store, pool, progress)
+            return _execute(Path(run_dir), cfg, task, store, pool, infos, progress)
     finally:
         store.close()
 
@@ -115,7 +137,10 @@ def open_run(run_dir: Path) -> Store:
         raise UserError(f"run directory not found: {run_dir}")
     if not is_run_dir(run_dir):
         raise UserError(f"{run_dir} is not a hilas run (no run.sqlite in it)")
-    return Store.open(run_dir)
+    try:
+        return Store.open(run_dir)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def fronts(run_dir: Path) -> dict[str, Front]:
@@ -123,6 +148,15 @@ def fronts(run_dir: Path) -> dict[str, Front]:
     store = open_run(run_dir)
     try:
         return run_fronts(Path(run_dir), store)
+    finally:
+        store.close()
+
+
+def summary(run_dir: Path) -> dict:
+    """What the last session of a run did (latencies measured, reused, failed; drift repeats)."""
+    store = open_run(run_dir)
+    try:
+        return store.get("summary", {})
     finally:
         store.close()
 
@@ -135,7 +169,12 @@ def list_runs(root: Path) -> list[dict]:
     dirs = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if is_run_dir(p))
     out = []
     for d in dirs:
-        store = Store.open(d)
+        try:
+            store = open_run(d)
+        except UserError as e:
+            out.append({"run": str(d), "status": f"unreadable: {e}", "created": d.stat().st_mtime, "devices": [],
+                        "budget": 0, "candidates": 0, "measurements": 0, "from_database": 0, "failures": 0})
+            continue
         try:
             cfg = store.get("config")
             out.append({"run": str(d), "status": store.get("status"), "created": store.get("created"),

@@ -5,6 +5,14 @@ import torch
 from evaluators.default import DigitsResNet
 
 
+@pytest.fixture(autouse=True)
+def latency_database(tmp_path, monkeypatch):
+    """Every test gets its own latency database (subprocesses inherit it), never the user's."""
+    path = tmp_path / "latency.sqlite"
+    monkeypatch.setenv("HILAS_LATENCY_DB", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_resnet():
     """An untrained copy of the default architecture with non-trivial BN statistics."""

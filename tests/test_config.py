@@ -23,14 +23,18 @@ budget = 40
 population = 8
 seed = 3
 devices = ["local-cpu", "sim"]
+fresh = true
 [measurement]
 min_samples = 20
 min_seconds = 0.1
 [device.sim]
 kind = "virtual"
+[device.sim.measurement]
+rounds = 5
 """))
     assert cfg.shots == 5 and not cfg.drops and cfg.budget == 40 and cfg.devices == ("local-cpu", "sim")
-    assert cfg.protocol().min_samples == 20
+    assert cfg.protocol().min_samples == 20 and cfg.fresh
+    assert cfg.device_definitions["sim"]["measurement"] == {"rounds": 5}
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -43,6 +47,10 @@ kind = "virtual"
     ("[space]\nmasks = false\ndrops = false\n", "enable at least one"),
     ("[measurement]\nmin_samples = -1\n", "[measurement]"),
     ("[device.x]\nfoo = 1\n", "needs kind"),
+    ("[device.x]\nkind = 'virtual'\nmeasurement = 3\n", "measurement must be a table"),
+    ("[device.x]\nkind = 'virtual'\n[device.x.measurement]\nroundz = 3\n", "[device.x.measurement] unknown"),
+    ("[device.x]\nkind = 'virtual'\n[device.x.measurement]\nrounds = 0\n", "rounds must be > 0"),
+    ("[search]\nfresh = 1\n", "fresh must be a bool"),
     ("[search\n", "not valid TOML"),
 ])
 def test_bad_configs_are_one_clear_line(tmp_path, text, message):

@@ -15,7 +15,9 @@ from search import RunConfig, fronts, resume_run, start_run
 from search.errors import UserError
 from search.store import Store
 
-FAST = {"warmup_runs": 2, "warmup_seconds": 0.01, "min_samples": 10, "min_seconds": 0.02}
+# Short rounds on a busy 2-core machine disagree more than real ones: the noise check is not under test here.
+FAST = {"warmup_runs": 2, "warmup_seconds": 0.01, "min_samples": 10, "min_seconds": 0.02, "cooldown_seconds": 0.0,
+        "noise_threshold": 1.0}
 SIM = {"sim": {"kind": "virtual", "seed": 1}}
 
 
@@ -41,11 +43,33 @@ def test_search_on_cpu_and_virtual_device(tmp_path):
     for device, front in result.items():
         assert front.baseline is not None and front.baseline.accuracy > 0.9
         assert front.points, device
-        assert all(p.latency.n >= FAST["min_samples"] for p in front.points)
+        for p in front.points:  # every latency: 3 rounds, between drift references, with its settings
+            assert len(p.latency.round_medians_ms) == 3 and p.latency.n >= 3 * FAST["min_samples"]
+            assert len(p.latency.reference_ms) >= 2 and p.latency.drift is not None
+            assert p.latency.protocol["min_seconds"] == FAST["min_seconds"] and p.latency.harness
         assert front.to_json()["device"] == device
+    fingerprints = store.db.execute("SELECT DISTINCT device, fingerprint FROM latencies").fetchall()
+    assert sorted(d for d, _ in fingerprints) == ["local-cpu", "sim"] and all(f for _, f in fingerprints)
     assert [g for g, _, _ in store.generations()] == list(range(len(store.generations())))
     store.close()
     assert fronts(tmp_path / "run")["sim"].points == result["sim"].points
+
+
+def test_a_second_run_reuses_the_latency_database_unless_fresh(tmp_path, latency_database):
+    cfg = RunConfig(budget=16, population=8, seed=1, devices=("sim",), device_definitions=SIM, measurement=FAST)
+    first = start_run(cfg, tmp_path / "first")
+    again = start_run(cfg, tmp_path / "again")
+    fresh = start_run(RunConfig(**{**cfg.__dict__, "fresh": True}), tmp_path / "fresh")
+    summaries = {name: Store.open(tmp_path / name).get("summary") for name in ("first", "again", "fresh")}
+    assert summaries["first"]["latency_from_database"] == 0 and summaries["first"]["latency_measured"] > 0
+    # the virtual device is deterministic, so the second run asks for the same structures: all are reused
+    assert summaries["again"]["latency_measured"] == 0
+    assert summaries["again"]["latency_from_database"] == summaries["first"]["latency_measured"]
+    assert summaries["again"]["database_hit_rate"] == 1.0
+    assert summaries["fresh"]["latency_from_database"] == 0
+    assert summaries["fresh"]["latency_measured"] == summaries["first"]["latency_measured"]
+    assert again["sim"].points == first["sim"].points == fresh["sim"].points
+    assert latency_database.exists()
 
 
 def test_bad_input_leaves_no_run_directory(tmp_path):
@@ -70,6 +94,7 @@ warmup_runs = 2
 warmup_seconds = 0.01
 min_samples = 10
 min_seconds = 0.02
+cooldown_seconds = 0.0
 [device.sim]
 kind = "virtual"
 seed = 1
@@ -120,9 +145,10 @@ def test_kill_9_then_resume_repeats_nothing_and_matches_an_uninterrupted_run(tmp
     assert summary["accuracy_evaluated"] == len(after_acc) - len(before_acc)
 
     straight = tmp_path / "straight"
-    done = subprocess.run([*hilas, "search", "run", str(config), "--out", str(straight)], env=env,
+    done = subprocess.run([*hilas, "search", "run", str(config), "--out", str(straight), "--fresh"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "latency database: not read: --fresh" in done.stdout
     # replay resume: the interrupted run evaluated exactly the genomes an uninterrupted one did
     assert [k for k, _, _ in after_acc] == [k for k, _, _ in _journal(straight)[0]]
     shown = [json.loads(subprocess.run([*hilas, "front", "show", str(r), "--json"], capture_output=True,

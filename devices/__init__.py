@@ -6,6 +6,7 @@ board checked, on a machine that has no Ray installed.
 
 from .agent import DeviceAgent, DeviceUnavailable, MeasurementError
 from .artifact import ModelArtifact, TensorSpec, export_onnx, input_specs
+from .cuda import CudaAgent
 from .database import LatencyDatabase
 from .drift import DriftCheckedAgent, reference_artifact
 from .host import fingerprint
@@ -18,6 +19,7 @@ from .virtual import VirtualAgent
 __all__ = [
     "HARNESS_VERSION",
     "LOCAL_CPU",
+    "CudaAgent",
     "DeviceAgent",
     "DevicePool",
     "DeviceSpec",

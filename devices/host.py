@@ -22,7 +22,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def _read(path: str) -> str | None:
+def read_text(path: str) -> str | None:
     try:
         return Path(path).read_text(encoding="utf-8", errors="replace").strip() or None
     except OSError:
@@ -35,14 +35,14 @@ def host_fingerprint() -> dict:
         "cpu_model": cpu_model(),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
-        "frequency_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or "not readable",
+        "frequency_governor": read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or "not readable",
         "os": platform.platform(),
     }
 
 
 def host_state() -> dict:
     """Readings that change from moment to moment: kept with results, never part of a fingerprint."""
-    mhz = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    mhz = read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"cpu0_khz": int(mhz) if mhz and mhz.isdigit() else None,
             "load_average": [round(v, 2) for v in load] if load else None}

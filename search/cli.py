@@ -98,9 +98,9 @@ def front_table(front: Front) -> Table:
     base = front.baseline
     table = Table(title=f"Pareto front on {front.device}: {len(front.points)} of {len(front.evaluated)} "
                         f"evaluated, hypervolume {front.hypervolume:.3f}",
-                  caption="* unpruned baseline; median = median of the rounds' medians; rounds CV = their "
-                          "spread (p99, n and raw samples in --json and the store)")
-    for col in ("candidate", "top-1 %", "median ms", "p90 ms", "rounds CV %", "speed-up", "MFLOPs", "params"):
+                  caption="id: candidate (* the unpruned baseline); median: of the rounds' medians; rounds CV: "
+                          "their spread; p99, n and raw samples: --json and the store")
+    for col in ("id", "top-1 %", "median ms", "p90 ms", "rounds CV %", "speed-up", "MFLOPs", "params"):
         table.add_column(col, justify="right")
     rows = ([base] if base else []) + [p for p in front.points if p is not base]
     for p in rows:

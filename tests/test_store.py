@@ -137,3 +137,15 @@ def test_run_fronts_only_use_successful_results(store, tmp_path):
     assert set(data) >= {"run", "device", "baseline", "front"}
     assert set(data["front"][0]) >= {"candidate", "accuracy", "latency_ms", "params", "flops", "arch_key"}
     assert set(data["front"][0]["latency_ms"]) >= {"median", "p90", "p99", "n", "cv", "rounds_cv", "round_medians"}
+
+
+def test_resume_refuses_a_device_that_changed(store, tmp_path):
+    from search.errors import UserError
+    from search.runs import _check_same_devices
+
+    info = {"kind": "onnxruntime-cpu", "device": {"cpu_model": "X"}, "runtime": {"version": "1.32.0"}}
+    store.add_device("cpu", "onnxruntime-cpu", info)
+    _check_same_devices(tmp_path, store, {"cpu": {**info, "state": {"load_average": [3.0]}}})  # same device
+    upgraded = {**info, "runtime": {"version": "1.33.0"}}
+    with pytest.raises(UserError, match="device 'cpu' is not what it was.*changed: version.*start a new run"):
+        _check_same_devices(tmp_path, store, {"cpu": upgraded})

@@ -170,13 +170,14 @@ class Store:
         self.db.execute("INSERT INTO latencies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (device, arch_key, status, *numbers, *record, message, fingerprint, source, time.time()))
 
-    def latency(self, device: str, arch_key: str) -> LatencyRow | None:
-        row = self.db.execute("SELECT status, latency, samples, message, source FROM latencies "
-                              "WHERE device = ? AND arch_key = ?", (device, arch_key)).fetchone()
+    def latency(self, device: str, arch_key: str, *, samples: bool = False) -> LatencyRow | None:
+        """The stored measurement; its raw samples are read only if asked for (the search needs none)."""
+        row = self.db.execute(f"SELECT status, latency, {'samples' if samples else 'NULL'}, message, source "
+                              "FROM latencies WHERE device = ? AND arch_key = ?", (device, arch_key)).fetchone()
         if row is None:
             return None
-        status, summary, samples, message, source = row
-        kept = Latency.from_record(summary, samples) if summary else None
+        status, summary, blob, message, source = row
+        kept = Latency.from_record(summary, blob) if summary else None
         return LatencyRow(status, kept if status == "ok" else None, message, source,
                           kept if status != "ok" else None)
 

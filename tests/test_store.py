@@ -32,8 +32,9 @@ def test_round_trip_survives_reopen(store, tmp_path):
     again = Store.open(tmp_path / "run")
     assert again.get("config") == {"devices": ["cpu"], "budget": 4}
     assert again.accuracy("k1") == ("ok", 0.9, None)
-    row = again.latency("cpu", "arch1")
+    row = again.latency("cpu", "arch1", samples=True)
     assert row.status == "ok" and row.latency == lat(2.0)
+    assert again.latency("cpu", "arch1").latency.samples_ms == ()  # summaries unless samples are asked for
     failed = again.latency("cpu", "arch2")
     assert failed.status == "runtime" and failed.latency is None and failed.message == "boom"
     assert again.structure("arch1") == {"params": 10, "flops": 20, "widths": {"g": 3}, "dropped": ["stage1.0"]}
@@ -45,7 +46,7 @@ def test_round_trip_survives_reopen(store, tmp_path):
 
 def test_noise_is_kept_as_evidence_never_as_a_latency(store):
     store.add_latency("cpu", "a", None, status="noisy", message="rounds disagree", evidence=lat(2.0))
-    row = store.latency("cpu", "a")
+    row = store.latency("cpu", "a", samples=True)
     assert (row.status, row.latency, row.evidence) == ("noisy", None, lat(2.0))
     assert store.db.execute("SELECT median_ms FROM latencies").fetchone() == (None,)
     with pytest.raises(ValueError, match="evidence"):

@@ -1,8 +1,9 @@
 """The CNNs the fidelity benchmark times, built from a small spec.
 
-This module imports only torch (and the standard library), so the independent GPU harness can
-rebuild exactly the model hilas measured without importing hilas. The residual net has the
-structure of `evaluators.default.DigitsResNet` (defined again here for that reason).
+The residual nets are the embedded default's architecture, `evaluators.default.DigitsResNet`, at
+other widths. Importing it brings only torch and numpy (scikit-learn is loaded inside functions),
+so the independent GPU harness can rebuild exactly the model hilas measured on a machine without
+Ray or scikit-learn; it shares the model's definition with hilas, never its timing code.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from evaluators.default import DigitsResNet
 
 SEED = 0
 N_CLASSES = 10
@@ -62,40 +65,6 @@ MODELS: tuple[ModelSpec, ...] = (
 QUICK_MODELS: tuple[ModelSpec, ...] = (MODELS[1], MODELS[4], MODELS[5], MODELS[8])
 
 
-class BasicBlock(nn.Module):
-    """conv-bn-relu-conv-bn plus a shortcut (1x1 conv when the shape changes), then relu."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet(nn.Module):
-    """Stem, two stages of two blocks (w channels, then 2w at half the size), pooling, classifier."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        w1, w2 = width, 2 * width
-        self.stem = nn.Sequential(nn.Conv2d(1, w1, 3, 1, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU())
-        self.stage1 = nn.Sequential(BasicBlock(w1, w1), BasicBlock(w1, w1))
-        self.stage2 = nn.Sequential(BasicBlock(w1, w2, 2), BasicBlock(w2, w2))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(w2, N_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.stage2(self.stage1(self.stem(x)))), 1))
-
-
 def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
@@ -122,7 +91,7 @@ def build(spec: ModelSpec) -> nn.Module:
     """The model of `spec` in eval mode, with weights drawn from a fixed seed (same on every host)."""
     torch.manual_seed(SEED)
     if spec.family == "resnet":
-        model: nn.Module = ResNet(spec.width)
+        model: nn.Module = DigitsResNet(widths=(spec.width, 2 * spec.width), n_classes=N_CLASSES)
     elif spec.family == "convstack":
         model = conv_stack(spec.width, spec.depth, spec.in_channels)
     elif spec.family == "vgg":

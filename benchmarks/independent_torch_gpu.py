@@ -1,8 +1,8 @@
 """An independent CUDA timer: the baseline hilas's cuda agent is checked against.
 
-It shares no code with hilas: it rebuilds the original torch model from its spec (with
-`benchmarks.fidelity_models`, which imports only torch; run it with PYTHONPATH at the repository
-root), folds BatchNorm into the convolutions with torch's own fx fuser (as the ONNX export hilas
+It shares no timing code with hilas: it rebuilds the original torch model from its spec (with
+`benchmarks.fidelity_models`, which imports only torch and the model's definition; run it with
+PYTHONPATH at the repository root), folds BatchNorm into the convolutions with torch's own fx fuser (as the ONNX export hilas
 measures does, so both run the same arithmetic), runs it on the GPU in eval mode with cuDNN
 autotuning, warms up for a fixed time, then
 times single forward passes with time.perf_counter between two torch.cuda.synchronize() calls.

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .agent import DeviceAgent, MeasurementError
+from .agent import DeviceAgent, DeviceUnavailable, MeasurementError
 from .artifact import OPSET, ModelArtifact, TensorSpec
 from .latency import HARNESS_VERSION, Latency
 from .protocol import MeasurementProtocol
@@ -61,11 +61,13 @@ def reference_artifact() -> ModelArtifact:
 
 
 def measure_one(agent: DeviceAgent, artifact: ModelArtifact, protocol: MeasurementProtocol) -> Latency | MeasurementError:
-    """The agent's measurement, or the error that stopped it (never raised: it is a result)."""
+    """The agent's measurement, or the error that stopped it (a result, not raised); DeviceUnavailable is raised."""
     try:
         return agent.measure(artifact, protocol)
     except MeasurementError as e:
         return e
+    except DeviceUnavailable:
+        raise  # not this model's failure: the device is gone
     except Exception as e:
         return MeasurementError("runtime", f"the agent failed on {artifact.arch_key}: {type(e).__name__}: {e}")
 
@@ -80,18 +82,30 @@ class DriftCheckedAgent:
         self.reference_error: str | None = None  # why the reference could not be measured, if it could not
 
     def measure_batch(self, artifacts: list[ModelArtifact],
-                      protocol: MeasurementProtocol) -> list[Latency | MeasurementError]:
-        """One result per artifact, in order; each Latency carries the protocol, harness and drift seen."""
-        before = self._reference(protocol, reuse=True)
-        results = [measure_one(self.agent, a, protocol) for a in artifacts]
-        after = self._reference(protocol)
-        references = [before, after]
-        if _drift(before, after) > protocol.drift_threshold:
-            results = [measure_one(self.agent, a, protocol) for a in artifacts]
+                      protocol: MeasurementProtocol) -> list[Latency | MeasurementError | DeviceUnavailable]:
+        """One result per artifact, in order; each Latency carries the protocol, harness and drift seen.
+
+        When the device is lost midway, what was measured is kept and every artifact not measured
+        gets the DeviceUnavailable, so the caller can stop sending this device work.
+        """
+        results: list[Latency | MeasurementError] = []
+        references: list[float | None] = []
+        lost: DeviceUnavailable | None = None
+        try:
+            references.append(self._reference(protocol, reuse=True))
+            for a in artifacts:
+                results.append(measure_one(self.agent, a, protocol))
             references.append(self._reference(protocol))
+            if _drift(*references) > protocol.drift_threshold:
+                repeated = [measure_one(self.agent, a, protocol) for a in artifacts]
+                references.append(self._reference(protocol))
+                results = repeated
+        except DeviceUnavailable as e:
+            lost = e
         seen = tuple(r for r in references if r is not None)
-        drift = _drift(references[-2], references[-1])
-        return [_stamped(r, protocol, seen, drift if seen else None) for r in results]
+        drift = _drift(*references[-2:]) if len(references) >= 2 else None
+        stamped = [_stamped(r, protocol, seen, drift if seen else None) for r in results]
+        return stamped + [lost] * (len(artifacts) - len(stamped))
 
     def _reference(self, protocol: MeasurementProtocol, reuse: bool = False) -> float | None:
         if reuse and self._last and time.monotonic() - self._last[1] < REFERENCE_REUSE_S:

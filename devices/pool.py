@@ -62,8 +62,11 @@ class _AgentHost:
             return f"{type(e).__name__}: {e}"
 
     def measure_batch(self, protocol: MeasurementProtocol,
-                      *artifacts: ModelArtifact) -> list[Latency | MeasurementError]:
-        """Errors are returned, not raised, so the host tells them apart from a dead process."""
+                      *artifacts: ModelArtifact) -> list[Latency | MeasurementError | DeviceUnavailable]:
+        """Errors are returned, not raised, so the host tells them apart from a dead process.
+
+        A DeviceUnavailable in place of a result means the device was lost before that artifact.
+        """
         if self._agent is None:
             return [MeasurementError("device", "the device's agent did not start")] * len(artifacts)
         return self._agent.measure_batch(list(artifacts), protocol)
@@ -302,7 +305,7 @@ class DevicePool:
         self._stored = {key: ref for key, ref in self._stored.items() if ref in live}
 
     def _finish_head(self, d: _Device) -> bool:
-        """Take the result of the device's first call; False if the device had to be restarted."""
+        """Take the result of the device's first call; False if the device was restarted or given up on."""
         call = d.calls[0]
         try:
             value = ray.get(call.ref)
@@ -319,11 +322,19 @@ class DevicePool:
             if isinstance(value, str):
                 self._give_up(d, f"device {d.spec.name!r} could not restart: {value}")
             return True
+        unmeasured, lost = [], None
         for item, result in zip(call.items, value):
-            if isinstance(result, MeasurementError):
+            if isinstance(result, DeviceUnavailable):
+                unmeasured.append(item)
+                lost = result
+            elif isinstance(result, MeasurementError):
                 self._report(d, item, error=result)
             else:
                 self._report(d, item, latency=result)
+        if lost is not None:  # the agent cannot reach its device any more: no more work goes to it
+            d.queue.extendleft(reversed(unmeasured))
+            self._give_up(d, f"device {d.spec.name!r} is unhealthy and gets no more work: {lost}")
+            return False
         return True
 
     def _expire_overdue(self) -> None:

@@ -89,8 +89,11 @@ def latency_summary(summary: dict) -> str:
     reused = summary["latency_from_database"]
     looked_up = reused + summary["latency_measured"] + summary["latency_failed"]
     source = "not read: --fresh" if summary["fresh"] else f"{reused} of {looked_up} reused ({summary['database_hit_rate']:.0%})"
-    return (f"latencies: {summary['latency_measured']} measured, {summary['latency_failed']} failed; "
+    line = (f"latencies: {summary['latency_measured']} measured, {summary['latency_failed']} failed; "
             f"latency database: {source}; batches repeated for drift: {summary['drift_repeats']} measurements")
+    for device, why in summary.get("devices_lost", {}).items():
+        line += f"\ndevice '{device}' was lost during the search and its front is partial: {why}"
+    return line
 
 
 def front_table(front: Front) -> Table:

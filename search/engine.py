@@ -24,6 +24,7 @@ from evaluators import proxy_accuracy
 from spaces import Candidate, ComposedSpace, model_stats
 
 from .config import RunConfig
+from .errors import UserError
 from .fronts import run_fronts
 from .store import Store
 from .task import SearchTask
@@ -81,7 +82,8 @@ class Search:
         self.in_flight: set[tuple[str, str]] = set()
         self.evaluations = 0
         self.stats = {"accuracy_evaluated": 0, "accuracy_reused": 0, "latency_measured": 0, "latency_failed": 0,
-                      "latency_from_database": 0, "latency_in_store": 0, "drift_repeats": 0}
+                      "latency_from_database": 0, "latency_in_store": 0, "drift_repeats": 0,
+                      "devices_lost": {}}
 
     def run(self) -> None:
         problem = Problem(n_var=self.space.n_var, n_obj=1 + len(self.devices), n_ieq_constr=1,
@@ -196,16 +198,34 @@ class Search:
             self.on_progress("measurements", done, done + len(self.in_flight))
 
     def _objectives(self, candidates: list[Candidate], ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(error, latency per device) and feasibility, for NSGA-II.
+
+        A device the pool gave up on stops steering the search: its latency counts as 0 where it
+        was not measured, so the search goes on for the other devices; its front keeps what it measured.
+        """
+        lost = self._lost_devices()
         F = np.full((len(candidates), 1 + len(self.devices)), _FAILED)
         G = np.ones((len(candidates), 1))
         for i, c in enumerate(candidates):
             status, acc, _ = self.store.accuracy(c.key)
-            rows = [self.store.latency(d, c.arch_key) for d in self.devices]
-            if status != "ok" or any(r is None or r.status != "ok" for r in rows):
+            rows = {d: self.store.latency(d, c.arch_key) for d in self.devices}
+            measured = {d: r.latency.median_ms for d, r in rows.items() if r is not None and r.status == "ok"}
+            if status != "ok" or any(d not in measured for d in self.devices if d not in lost):
                 continue
-            F[i] = [1.0 - acc, *(r.latency.median_ms for r in rows)]
+            F[i] = [1.0 - acc, *(measured.get(d, 0.0) for d in self.devices)]
             G[i] = -1.0
         return F, G
+
+    def _lost_devices(self) -> dict[str, str]:
+        """Devices the pool gave up on (and why); stops the run when no device is left."""
+        lost = {d: why for d, why in self.pool.broken().items() if d in self.devices}
+        if lost and len(lost) == len(self.devices):
+            self.store.set("status", "stopped")
+            reasons = "; ".join(lost.values())
+            raise UserError(f"no device is left to measure on: {reasons}. Finished work is saved: fix the "
+                            f"devices, then continue with `hilas search resume {self.store.path.parent}`")
+        self.stats["devices_lost"] = lost
+        return lost
 
 
 def keep_host_off(cores: set[int]) -> None:

@@ -125,6 +125,7 @@ def resume_run(run_dir: Path, progress: Progress | None = None) -> dict[str, Fro
                             "it cannot be resumed with this version of hilas")
         with started_pool(cfg, specs) as (pool, infos):
             _check_same_devices(Path(run_dir), store, infos)
+            store.forget_lost_device_failures()
             store.set("resumed", time.time())
             return _execute(Path(run_dir), cfg, task, store, pool, infos, progress)
     finally:

@@ -170,6 +170,10 @@ class Store:
         self.db.execute("INSERT INTO latencies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (device, arch_key, status, *numbers, *record, message, fingerprint, source, time.time()))
 
+    def forget_lost_device_failures(self) -> int:
+        """Drop failures that blamed a lost device, not the model, so a resumed run measures them again."""
+        return self.db.execute("DELETE FROM latencies WHERE status = 'device'").rowcount
+
     def latency(self, device: str, arch_key: str, *, samples: bool = False) -> LatencyRow | None:
         """The stored measurement; its raw samples are read only if asked for (the search needs none)."""
         row = self.db.execute(f"SELECT status, latency, {'samples' if samples else 'NULL'}, message, source "

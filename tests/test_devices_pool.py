@@ -77,6 +77,19 @@ class Hangs(_Fake):
         time.sleep(3600)
 
 
+class LostAfterOne(_Fake):
+    """Measures one model, then its board drops off the network for good."""
+
+    measured = 0
+
+    def measure(self, artifact, protocol):
+        if artifact.arch_key.startswith("conv-"):
+            LostAfterOne.measured += 1
+            if LostAfterOne.measured > 1:
+                raise DeviceUnavailable("board 10.0.0.7:22: no answer within 10 s (tried 3 times)")
+        return super().measure(artifact, protocol)
+
+
 class PrepareFails(_Fake):
     def prepare(self) -> None:
         raise RuntimeError("board not found on /dev/ttyUSB0")
@@ -234,3 +247,23 @@ def test_a_stuck_measurement_times_out_and_the_device_is_restarted(artifacts):
     assert "conv-6 did not finish on device 'stuck' within 2.5 s" in results["conv-6"].message
     for arch_key in ("conv-8", "conv-10"):
         assert "batch did not finish within 2.5 s, and its 1 allowed restarts are used up" in results[arch_key].message
+
+
+def test_a_device_lost_midway_keeps_what_it_measured_and_gets_no_more_work(artifacts):
+    specs = [DeviceSpec("board", f"{HERE}:LostAfterOne"), DeviceSpec("other", f"{HERE}:_Fake")]
+    with DevicePool(specs, QUICK) as pool:
+        pool.start()
+        for artifact in artifacts:
+            pool.submit("board", artifact)
+            pool.submit("other", artifact)
+        results = drain(pool)
+        assert "no answer within 10 s" in pool.broken()["board"]
+        pool.submit("board", artifacts[0])  # refused at once, not queued
+        results += pool.poll()
+    board = [r for r in results if r.device == "board"]
+    assert [r.arch_key for r in board if r.latency is not None] == ["conv-6"]
+    lost = [r for r in board if r.latency is None]
+    assert len(lost) == 3 and {r.error.kind for r in lost} == {"device"}
+    assert all("'board' is unhealthy and gets no more work" in r.error.message for r in lost)
+    assert sorted(r.arch_key for r in results if r.device == "other" and r.latency is not None) == \
+        sorted(a.arch_key for a in artifacts)

@@ -72,6 +72,45 @@ def test_a_second_run_reuses_the_latency_database_unless_fresh(tmp_path, latency
     assert latency_database.exists()
 
 
+def _vanishing(tmp_path: Path, answers: int) -> dict:
+    return {"board": {"kind": "tests.kinds:VanishingBoard", "counter": str(tmp_path / "answered"),
+                      "answers": answers, "seed": 2}}
+
+
+def test_a_device_lost_midway_leaves_a_partial_front_and_the_search_goes_on(tmp_path):
+    cfg = RunConfig(budget=16, population=8, seed=1, devices=("sim", "board"),
+                    device_definitions={**SIM, **_vanishing(tmp_path, answers=6)}, measurement=FAST)
+    result = start_run(cfg, tmp_path / "run")
+    store = Store.open(tmp_path / "run")
+    summary = store.get("summary")
+    assert store.get("status") == "finished" and store.counts()["candidates"] >= 12
+    assert "no answer within 10 s" in summary["devices_lost"]["board"]
+    assert "board" not in summary["devices_lost"].get("sim", "")
+    # the board's front holds what it measured before it was lost (the drift reference took some answers)
+    assert 1 <= len(result["board"].evaluated) < len(result["sim"].evaluated)
+    failed = store.db.execute("SELECT DISTINCT status FROM latencies WHERE device = 'board' AND status != 'ok'")
+    assert [s for (s,) in failed] == ["device"]
+    store.close()
+
+
+def test_when_every_device_is_lost_the_run_stops_and_resumes_once_the_board_is_back(tmp_path):
+    cfg = RunConfig(budget=16, population=8, seed=1, devices=("board",), device_definitions=_vanishing(tmp_path, 6),
+                    measurement=FAST)
+    with pytest.raises(UserError, match="no device is left to measure on: .*no answer within 10 s.*hilas search "
+                                        "resume"):
+        start_run(cfg, tmp_path / "run")
+    store = Store.open(tmp_path / "run")
+    assert store.get("status") == "stopped"
+    measured_before = store.counts()["measurements"]
+    store.close()
+    (tmp_path / "answered.revive").touch()
+    result = resume_run(tmp_path / "run")
+    store = Store.open(tmp_path / "run")
+    assert store.get("status") == "finished" and store.counts()["failures"] == 0
+    assert store.counts()["measurements"] > measured_before and result["board"].points
+    store.close()
+
+
 def test_bad_input_leaves_no_run_directory(tmp_path):
     with pytest.raises(UserError, match="unknown device 'gpu9'"):
         start_run(RunConfig(devices=("gpu9",)), tmp_path / "run")

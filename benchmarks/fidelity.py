@@ -35,11 +35,10 @@ import devices
 from devices.host import cpu_model, host_state
 
 from .fidelity_models import MODELS, QUICK_MODELS, ModelSpec, build, example_input
+from .results_io import README, RESULTS, update_readme, write_atomically
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RESULTS = HERE / "results"
-README = HERE / "README.md"
 RATIO_TARGET = 0.05  # |hilas / independent - 1| at most this
 CV_TARGET = 0.02  # std / mean of a model's repeated medians at most this
 TABLE_HEAD = ("| model | hilas ms | independent ms | ratio | hilas repeat CV | independent repeat CV | verdict |",
@@ -339,24 +338,6 @@ def _totals(summary: dict) -> str:
             f"models. Repeat CV at most {_pct(CV_TARGET, 0)}: **{summary['within_cv_target']} of {n}** models.")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write a *.tmp in RESULTS, then rename it: a killed run never leaves half a file."""
-    tmp = RESULTS / f"{path.name}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def update_readme(device: str, section: str) -> None:
-    """Replace the text between this device's markers in benchmarks/README.md."""
-    begin, end = f"<!-- fidelity:{device}:begin -->", f"<!-- fidelity:{device}:end -->"
-    text = README.read_text(encoding="utf-8")
-    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise SystemExit(f"fidelity: {README} must hold one {begin} ... {end} section; the results are in {RESULTS}")
-    head, rest = text.split(begin)
-    tail = rest.split(end)[1]
-    write_atomically(README, f"{head}{begin}\n{section}{end}{tail}")
-
-
 def save(settings: Settings, result: dict) -> list[Path]:
     """The JSON and markdown files, and for a full run the README section; returns what was written."""
     RESULTS.mkdir(exist_ok=True)
@@ -367,7 +348,7 @@ def save(settings: Settings, result: dict) -> list[Path]:
                               f"{markdown}")
     written = [json_path, md_path]
     if not settings.quick:
-        update_readme(settings.device, markdown)
+        update_readme(f"fidelity:{settings.device}", markdown)
         written.append(README)
     return written
 

@@ -89,10 +89,13 @@ def board_info(tvm) -> dict:
 
 
 def measure(tvm, request: dict) -> dict:
+    """Load the library and measure it; the reply says how long loading and the protocol took."""
+    started = time.perf_counter()
     try:
         library = tvm.runtime.load_module(request["library"])
     except Exception as e:
         return _failure("runtime", f"the TVM runtime could not load {request['library']}: {_first_line(e)}")
+    loaded = time.perf_counter()
     protocol = MeasurementProtocol.from_dict(request["protocol"])
     try:
         latency = measure_rounds(lambda: VmSession(tvm, library, request["inputs"]), protocol,
@@ -101,7 +104,8 @@ def measure(tvm, request: dict) -> dict:
         return _failure(e.kind, e.message, e.latency.to_dict() if e.latency else None)
     except Exception as e:
         return _failure("runtime", f"the TVM runtime could not run {request['library']}: {_first_line(e)}")
-    return {"ok": True, "latency": latency.to_dict()}
+    seconds = {"load": loaded - started, "protocol": time.perf_counter() - loaded}
+    return {"ok": True, "latency": latency.to_dict(), "seconds": seconds}
 
 
 def serve(replies, requests) -> None:

@@ -68,6 +68,7 @@ class SshTvmAgent:
         self._session = ""  # the remote directory this agent owns; removed by close()
         self._uploaded: OrderedDict[Path, str] = OrderedDict()  # local library -> remote path
         self._board: dict = {}
+        self.last_seconds: dict[str, float] = {}  # where the last measurement's time went (see measure)
 
     # DeviceAgent -------------------------------------------------------------------------------
     def info(self) -> dict:
@@ -89,11 +90,20 @@ class SshTvmAgent:
         self._start_runner()
 
     def measure(self, artifact: ModelArtifact, protocol: MeasurementProtocol) -> Latency:
+        """Compile (or take from the cache), upload, and have the board's runner measure one structure.
+
+        `last_seconds` then says where the time went: compile, upload, load (on the board), protocol
+        (warm-up, timed rounds and cooldowns on the board) and total, as the host saw it.
+        """
+        started = time.perf_counter()
         library = compile_library(artifact, self.target, self.cross_compiler, self.cache_dir)
+        compiled = time.perf_counter()
         for attempt in (1, 2):
             try:
                 self._ensure_runner()
-                reply = self._runner.call(self._request(artifact, library, protocol), self._timeout(protocol))
+                request = self._request(artifact, library, protocol)
+                uploaded = time.perf_counter()
+                reply = self._runner.call(request, self._timeout(protocol))
                 break
             except RunnerLost as e:
                 self._drop_runner()
@@ -105,6 +115,8 @@ class SshTvmAgent:
                 self._drop_runner()
                 raise MeasurementError("timeout", f"{artifact.arch_key} on {self.ssh.address}: {e}") from None
         if reply["ok"]:
+            self.last_seconds = {"compile": compiled - started, "upload": uploaded - compiled,
+                                 **reply["seconds"], "total": time.perf_counter() - started}
             return Latency.from_dict(reply["latency"])
         evidence = Latency.from_dict(reply["latency"]) if reply.get("latency") else None
         raise MeasurementError(reply["kind"], reply["message"], latency=evidence)

@@ -149,9 +149,9 @@ def _explain(error: Exception, s: SshSettings) -> str:
 def remote_command(*argv: str, cwd: str | None = None, stderr_to: str | None = None, env: dict | None = None,
                    exec_: bool = False) -> str:
     """A command line for the board's shell with every argument quoted; nothing on the host runs a shell."""
+    if env:  # through env(1): assignments before `exec` are not passed on by every shell
+        argv = ("env", *(f"{k}={v}" for k, v in env.items()), *argv)
     words = " ".join(shlex.quote(a) for a in argv)
-    if env:
-        words = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items()) + " " + words
     if exec_:
         words = "exec " + words
     if stderr_to:

@@ -167,6 +167,24 @@ class SshTvmAgent:
 
     def _start_runner(self) -> None:
         """Upload the runner into a fresh session directory and start it; check its TVM matches ours."""
+        try:
+            hello = self._upload_and_start_runner()
+        except (OSError, paramiko.SSHException, RunnerLost, TimeoutError) as e:
+            self._drop_runner()
+            raise DeviceUnavailable(f"board {self.ssh.address}: cannot start the runner: {e}") from None
+        if not hello["ok"]:
+            raise DeviceUnavailable(f"board {self.ssh.address}: {hello['message']}; install the TVM runtime "
+                                    f"there: {self.python} -m pip install apache-tvm=={_host_tvm()}")
+        board_tvm, host_tvm = hello["info"]["runtime"]["tvm"], _host_tvm()
+        if board_tvm != host_tvm:
+            raise DeviceUnavailable(
+                f"board {self.ssh.address} runs TVM {board_tvm} but the host compiles with TVM {host_tvm}; "
+                f"libraries only load in the same version: on the board run "
+                f"{self.python} -m pip install apache-tvm=={host_tvm}"
+            )
+        self._board = hello["info"]
+
+    def _upload_and_start_runner(self) -> dict:
         sftp = self._client.open_sftp()
         sftp.get_channel().settimeout(self.command_timeout_s)
         try:
@@ -183,22 +201,11 @@ class SshTvmAgent:
         finally:
             sftp.close()
         self._uploaded.clear()
-        env = {"TVM_NUM_THREADS": self.num_threads} if self.num_threads else None
+        env = {**board_runner.RUNTIME_ONLY_ENV, **({"TVM_NUM_THREADS": self.num_threads} if self.num_threads else {})}
         command = remote_command(self.python, "-u", "-m", f"{board_runner.BOARD_PACKAGE}.board_runner",
                                  cwd=self._session, stderr_to="runner.log", env=env, exec_=True)
         self._runner = _Runner(self._client, command, self.ssh.address, self._log_tail)
-        hello = self._runner.read(self.start_timeout_s, what="start (import TVM)")
-        if not hello["ok"]:
-            raise DeviceUnavailable(f"board {self.ssh.address}: {hello['message']}; install the TVM runtime "
-                                    f"there: {self.python} -m pip install apache-tvm=={_host_tvm()}")
-        board_tvm, host_tvm = hello["info"]["runtime"]["tvm"], _host_tvm()
-        if board_tvm != host_tvm:
-            raise DeviceUnavailable(
-                f"board {self.ssh.address} runs TVM {board_tvm} but the host compiles with TVM {host_tvm}; "
-                f"libraries only load in the same version: on the board run "
-                f"{self.python} -m pip install apache-tvm=={host_tvm}"
-            )
-        self._board = hello["info"]
+        return self._runner.read(self.start_timeout_s, what="start (import TVM)")
 
     def _ensure_runner(self) -> None:
         if self._runner is not None and self._runner.alive():
@@ -209,10 +216,7 @@ class SshTvmAgent:
             if self._client is not None:
                 self._client.close()
             self._connect_with_backoff()
-        try:
-            self._start_runner()
-        except (OSError, paramiko.SSHException, RunnerLost) as e:
-            raise DeviceUnavailable(f"board {self.ssh.address}: cannot restart the runner: {e}") from None
+        self._start_runner()
 
     def _drop_runner(self) -> None:
         if self._runner is not None:

@@ -5,6 +5,7 @@ protocol it speaks over SSH; the tests against a board over SSH are in tests/boa
 """
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from devices import DeviceUnavailable, Latency, MeasurementProtocol, export_onnx
-from devices import tvm_build
+from devices import board_runner, tvm_build
 from devices.ssh import remote_command
 from devices.ssh_tvm import SshTvmAgent
 from evaluators.default import DigitsResNet
@@ -66,7 +67,7 @@ def test_remote_commands_quote_every_argument():
                              env={"TVM_NUM_THREADS": "1 && reboot"})
     words = shlex.split(command)
     assert words[:3] == ["cd", "work dir/$HOME", "&&"]
-    assert hostile in words and "log; reboot" in " ".join(words) and "TVM_NUM_THREADS=1 && reboot" in words
+    assert hostile in words and "log; reboot" in " ".join(words) and words[3:5] == ["exec", "env"] and "TVM_NUM_THREADS=1 && reboot" in words
 
 
 def test_a_structure_is_compiled_once(artifact, tmp_path, monkeypatch):
@@ -92,7 +93,8 @@ class LocalRunner:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen([sys.executable, "-u", "-m", "devices.board_runner"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                        env={**os.environ, **board_runner.RUNTIME_ONLY_ENV})
 
     def read(self) -> dict:
         return json.loads(self.process.stdout.readline())

@@ -1,0 +1,1 @@
+"""Test boards: stand-ins for remote devices that hilas drives over ssh."""

@@ -5,15 +5,17 @@ board checked, on a machine that has no Ray installed.
 """
 
 from .agent import DeviceAgent, DeviceUnavailable, MeasurementError
-from .artifact import ModelArtifact, TensorSpec, export_onnx, input_specs
+from .artifact import ModelArtifact, TensorSpec, example_inputs, export_onnx, input_specs
+from .check import DeviceCheck, check_device
 from .cuda import CudaAgent
 from .database import LatencyDatabase
 from .drift import DriftCheckedAgent, reference_artifact
-from .host import fingerprint
+from .host import fingerprint, host_fingerprint
 from .latency import HARNESS_VERSION, Latency, summarize
 from .onnxruntime_cpu import OnnxRuntimeCpuAgent
 from .protocol import HostTimer, MeasurementProtocol, Timer, measure_rounds
-from .registry import LOCAL_CPU, DeviceSpec, agent_class, make_agent
+from .registry import (LOCAL_CPU, DeviceRegistry, DeviceSpec, agent_class, make_agent, spec_from_table,
+                       spec_to_table, validate_spec)
 from .virtual import VirtualAgent
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "LOCAL_CPU",
     "CudaAgent",
     "DeviceAgent",
+    "DeviceCheck",
+    "DeviceRegistry",
     "DevicePool",
     "DeviceSpec",
     "DeviceUnavailable",
@@ -37,13 +41,19 @@ __all__ = [
     "Timer",
     "VirtualAgent",
     "agent_class",
+    "check_device",
+    "example_inputs",
     "export_onnx",
     "fingerprint",
+    "host_fingerprint",
     "input_specs",
     "make_agent",
     "measure_rounds",
     "reference_artifact",
+    "spec_from_table",
+    "spec_to_table",
     "summarize",
+    "validate_spec",
 ]
 
 

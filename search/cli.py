@@ -16,11 +16,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from devices import DeviceRegistry
+
 from .config import RunConfig, load_config, validate
-from .errors import UserError
+from .errors import UserError, user_errors
 from .fronts import Front
 from .plot import plot_fronts
-from . import runs
+from . import devices_cli, runs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hardware-in-the-loop architecture search: Pareto fronts of accuracy against "
@@ -31,19 +33,10 @@ runs_app = typer.Typer(no_args_is_help=True, help="List runs.")
 app.add_typer(search_app, name="search")
 app.add_typer(front_app, name="front")
 app.add_typer(runs_app, name="runs")
+app.add_typer(devices_cli.app, name="devices")
 
 out = Console()
 err = Console(stderr=True)
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Bad input: one line on stderr, exit status 2, no traceback."""
-    try:
-        yield
-    except UserError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
 
 
 @contextlib.contextmanager
@@ -142,14 +135,19 @@ def demo(budget: int = typer.Option(RunConfig.budget, help="Candidates to evalua
 @search_app.command("run")
 def search_run(config: Path = typer.Argument(..., help="Run config (TOML)."),
                out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-TIME)."),
-               fresh: bool = typer.Option(False, "--fresh", help=FRESH_HELP)):
+               fresh: bool = typer.Option(False, "--fresh", help=FRESH_HELP),
+               devices_file: Optional[Path] = typer.Option(
+                   None, "--devices", metavar="FILE",
+                   help="Device registry for names the config does not define (default: $HILAS_DEVICES or "
+                        "the user's, see hilas devices list).")):
     """Start a search from a TOML config."""
     with user_errors():
         cfg = load_config(config)
         if fresh:
             cfg = dataclasses.replace(cfg, fresh=True)
         run_dir = out_dir or _default_out(config.stem)
-        _search(run_dir, lambda progress: runs.start_run(cfg, run_dir, progress))
+        registry = DeviceRegistry(devices_file)
+        _search(run_dir, lambda progress: runs.start_run(cfg, run_dir, progress, registry=registry))
 
 
 @search_app.command("resume")

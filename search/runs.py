@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from devices import LOCAL_CPU, DevicePool, DeviceSpec, DeviceUnavailable, LatencyDatabase, fingerprint
+from devices import (LOCAL_CPU, DevicePool, DeviceRegistry, DeviceSpec, DeviceUnavailable, LatencyDatabase,
+                     fingerprint, spec_from_table, spec_to_table)
 
 from .config import RunConfig
 from .engine import Search, keep_host_off
@@ -26,20 +28,42 @@ class Progress:
     on_evaluation: Callable[[str, int, int], None] | None = None
 
 
-def resolve_devices(cfg: RunConfig) -> list[DeviceSpec]:
-    """The run's device names as specs: built-ins first, then the config's own [device.NAME] tables."""
-    known = {LOCAL_CPU.name: LOCAL_CPU}
-    for name, table in cfg.device_definitions.items():
-        options = {k: v for k, v in table.items() if k not in ("kind", "ray_resources", "measurement")}
-        known[name] = DeviceSpec(name, table["kind"], options, table.get("ray_resources", {}),
-                                 table.get("measurement", {}))
+def resolve_devices(cfg: RunConfig, registry: DeviceRegistry | None = None) -> list[DeviceSpec]:
+    """The run's device names as specs: from the config's own [device.NAME] tables, the built-in
+    local-cpu, or the device registry (`hilas devices`; default: $HILAS_DEVICES or the user's),
+    which is read only when a name needs it.
+    """
+    registered: dict[str, DeviceSpec] | None = None
     specs = []
     for name in cfg.devices:
-        if name not in known:
-            raise UserError(f"unknown device '{name}'; known devices: {', '.join(sorted(known))} "
-                            f"(define others in the config as [device.{name}] with a kind)")
-        specs.append(known[name])
+        if name in cfg.device_definitions:
+            specs.append(spec_from_table(name, cfg.device_definitions[name]))
+        elif name == LOCAL_CPU.name:
+            specs.append(LOCAL_CPU)
+        else:
+            registered = _registered(registry or DeviceRegistry()) if registered is None else registered
+            if name not in registered:
+                known = sorted({LOCAL_CPU.name, *cfg.device_definitions, *registered})
+                raise UserError(f"unknown device '{name}'; known devices: {', '.join(known)} (add it with "
+                                f"`hilas devices add {name} --kind KIND`, or define [device.{name}] in the config)")
+            specs.append(registered[name])
     return specs
+
+
+def _registered(registry: DeviceRegistry) -> dict[str, DeviceSpec]:
+    try:
+        return registry.devices()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def with_definitions(cfg: RunConfig, specs: list[DeviceSpec]) -> RunConfig:
+    """The config with its registry devices' definitions copied in, as the run stores it: a resumed
+    run then finds its devices as they were, whatever happens to the registry since.
+    """
+    copied = {s.name: spec_to_table(s) for s in specs
+              if s.name not in cfg.device_definitions and s.name != LOCAL_CPU.name}
+    return dataclasses.replace(cfg, device_definitions={**cfg.device_definitions, **copied})
 
 
 @contextlib.contextmanager
@@ -77,8 +101,12 @@ def _pinned_cores(infos: dict[str, dict]) -> set[int]:
     return {c for rt in runtimes if isinstance(rt, dict) and rt.get("pinning") == "pinned" for c in rt["cores"]}
 
 
-def start_run(cfg: RunConfig, run_dir: Path, progress: Progress | None = None) -> dict[str, Front]:
-    """Validate everything, then create the run directory and search. Bad input creates nothing."""
+def start_run(cfg: RunConfig, run_dir: Path, progress: Progress | None = None,
+              registry: DeviceRegistry | None = None) -> dict[str, Front]:
+    """Validate everything, then create the run directory and search. Bad input creates nothing.
+
+    Devices the config does not define come from `registry` (default: $HILAS_DEVICES or the user's).
+    """
     progress = progress or Progress()
     run_dir = Path(run_dir)
     if is_run_dir(run_dir):
@@ -86,7 +114,8 @@ def start_run(cfg: RunConfig, run_dir: Path, progress: Progress | None = None) -
                         f"or choose another --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir} exists and is not a directory; choose another --out")
-    specs = resolve_devices(cfg)
+    specs = resolve_devices(cfg, registry)
+    cfg = with_definitions(cfg, specs)
     task = load_task(cfg, progress.on_train_epoch)
     with started_pool(cfg, specs) as (pool, infos):
         store = Store.create(run_dir, cfg.to_dict(), task.split)

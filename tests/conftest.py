@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -35,3 +37,11 @@ def example():
 @pytest.fixture
 def inputs():
     return torch.from_numpy(np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32))
+
+
+@pytest.fixture(autouse=True)
+def device_registry(tmp_path, monkeypatch):
+    """Every test gets its own device registry (subprocesses inherit it), never the user's."""
+    path = tmp_path / "devices.toml"
+    monkeypatch.setenv("HILAS_DEVICES", str(path))
+    return path

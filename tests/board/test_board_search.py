@@ -22,8 +22,9 @@ def hilas(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedPr
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def test_add_check_and_search_with_the_board_and_the_local_cpu(board, tmp_path, device_registry, trained_default):
-    env = {**os.environ, "HILAS_CACHE_DIR": str(trained_default)}
+def test_add_check_and_search_with_the_board_and_the_local_cpu(board, tmp_path, tmp_path_factory, device_registry):
+    # the default model is trained once per session, where test_search_e2e trains it
+    env = {**os.environ, "HILAS_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache")}
     target = json.dumps(board.target)
     added = hilas("devices", "add", "board", "--kind", "ssh-tvm", "-o", f"host={board.host}",
                   "-o", f"port={board.port}", "-o", f"user={board.user}", "-o", f"key_file={board.key_file}",

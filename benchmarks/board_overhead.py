@@ -27,7 +27,7 @@ from datetime import datetime
 import torch
 
 import devices
-from devices.host import cpu_model
+from devices.host import cpu_model, host_state
 from devices.ssh_tvm import SshTvmAgent
 from evaluators.default import DigitsResNet
 
@@ -77,7 +77,8 @@ def run(n: int) -> dict:
     later = [r["overhead"] for r in rows[1:]]
     return {
         "date": datetime.now().isoformat(timespec="seconds"),
-        "host": {"cpu": cpu_model(), "os": platform.platform(), "python": platform.python_version()},
+        "host": {"cpu": cpu_model(), "os": platform.platform(), "python": platform.python_version(),
+                 "load_average_after": host_state()["load_average"]},
         "board": {"device": info["device"], "runtime": info["runtime"], "emulated": True},
         "protocol": PROTOCOL.to_dict(),
         "board_build_s": build_s, "prepare_s": prepare_s,
@@ -95,7 +96,9 @@ def render_markdown(result: dict) -> str:
     after = result["overhead_after_first"]
     verdict = "meets" if after and after["max_s"] <= result["target_s"] else "misses"
     board = result["board"]["device"]
-    return (f"Measured {result['date']} on {result['host']['cpu']} ({result['host']['os']}); board: qemu-user "
+    load = result["host"]["load_average_after"]
+    return (f"Measured {result['date']} on {result['host']['cpu']} ({result['host']['os']}, load average "
+            f"{load[0] if load else '?'} at the end); board: qemu-user "
             f"{board.get('machine', '?')} emulation on that host, TVM "
             f"{result['board']['runtime'].get('tvm', '?')}, one TVM thread. Starting the board's runner (SSH, "
             f"upload, `import tvm` under emulation) took {result['prepare_s']:.1f} s once per search.\n\n"

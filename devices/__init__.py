@@ -16,6 +16,7 @@ from .onnxruntime_cpu import OnnxRuntimeCpuAgent
 from .protocol import HostTimer, MeasurementProtocol, Timer, measure_rounds
 from .registry import (LOCAL_CPU, DeviceRegistry, DeviceSpec, agent_class, make_agent, spec_from_table,
                        spec_to_table, validate_spec)
+from .tvm_cpu import TvmCpuAgent
 from .virtual import VirtualAgent
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "OnnxRuntimeCpuAgent",
     "TensorSpec",
     "Timer",
+    "TvmCpuAgent",
     "VirtualAgent",
     "agent_class",
     "check_device",

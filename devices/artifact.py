@@ -17,6 +17,7 @@ import numpy as np
 from .agent import MeasurementError
 
 OPSET = 17
+STANDARD_DOMAINS = ("", "ai.onnx")
 
 # Both warnings come from choosing the TorchScript exporter (dynamo=False) on
 # purpose: it is fast and reliable for small CNNs. Everything else still shows.
@@ -46,6 +47,18 @@ class ModelArtifact:
         """Hex digest of the ONNX bytes: identifies exactly what was measured."""
         return hashlib.sha256(self.onnx).hexdigest()
 
+    @cached_property
+    def custom_ops(self) -> tuple[str, ...]:
+        """"domain.op" of each node outside ONNX's standard domains (e.g. ai.hilas.BinaryConv2d, a 1-bit
+        convolution): only agents that lower these ops themselves can run the artifact."""
+        import onnx
+
+        try:
+            graph = onnx.load_from_string(self.onnx).graph
+        except Exception:  # unreadable bytes: the runtime that loads them says why
+            return ()
+        return tuple(sorted({f"{n.domain}.{n.op_type}" for n in graph.node if n.domain not in STANDARD_DOMAINS}))
+
 
 def export_onnx(model, example_input, arch_key: str) -> ModelArtifact:
     """Export `model` (an nn.Module) at the shape of `example_input` (a tensor) to ONNX in memory."""
@@ -74,6 +87,16 @@ def export_onnx(model, example_input, arch_key: str) -> ModelArtifact:
     finally:
         model.train(was_training)
     return ModelArtifact(arch_key=arch_key, onnx=buffer.getvalue(), inputs=input_specs(example_input))
+
+
+def refuse_custom_ops(artifact: ModelArtifact, runtime: str) -> None:
+    """Raise MeasurementError("compile") before anything is timed if `runtime` would meet custom ops it
+    cannot run: measuring the model without them would time another model."""
+    if artifact.custom_ops:
+        raise MeasurementError(
+            "compile", f"{runtime} cannot run 1-bit kernels or other custom ops ({', '.join(artifact.custom_ops)}) "
+                       f"in {artifact.arch_key}; measure binary candidates with a tvm-cpu or ssh-tvm device"
+        )
 
 
 def input_specs(example_input) -> tuple[TensorSpec, ...]:

@@ -40,6 +40,8 @@ BOARD_PACKAGE = "hilas_board"
 # Makes `import tvm` load only TVM's runtime library, not its compiler: about 3 s instead of 9 s
 # under emulation, and less memory on a small board. The runner needs nothing else.
 RUNTIME_ONLY_ENV = {"TVM_USE_RUNTIME_LIB": "1"}
+# Cores the runner pins itself to before TVM starts a thread ("3" or "2,3"); unset: not pinned.
+CORES_ENV = "HILAS_RUNNER_CORES"
 
 
 class VmSession:
@@ -150,11 +152,22 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+def pin_to_cores() -> None:
+    """Pin the runner to the cores $HILAS_RUNNER_CORES names: its threads so far (numpy's BLAS starts some
+    at import) and so every thread TVM starts later."""
+    cores = os.environ.get(CORES_ENV)
+    if cores:
+        threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["0"]
+        for thread in threads:
+            os.sched_setaffinity(int(thread), {int(core) for core in cores.split(",")})
+
+
 def main() -> None:
     # Replies get a private copy of stdout; fd 1 then points at stderr, so whatever TVM or a
     # library prints cannot corrupt the reply stream.
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
+    pin_to_cores()
     serve(replies, sys.stdin)
 
 

@@ -20,7 +20,7 @@ from typing import Callable
 import onnxruntime as ort
 
 from .agent import DeviceUnavailable, MeasurementError
-from .artifact import ModelArtifact, example_inputs
+from .artifact import ModelArtifact, example_inputs, refuse_custom_ops
 from .host import host_fingerprint, host_state, read_text
 from .latency import Latency
 from .protocol import MeasurementProtocol, measure_rounds
@@ -131,6 +131,7 @@ class CudaAgent:
     def measure(self, artifact: ModelArtifact, protocol: MeasurementProtocol) -> Latency:
         import torch
 
+        refuse_custom_ops(artifact, self.kind)
         if self._stream is None:
             raise MeasurementError("device", "the cuda device was not prepared: call prepare() before measure()")
         device = torch.device("cuda", self.device_index)

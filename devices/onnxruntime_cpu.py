@@ -11,7 +11,7 @@ import os
 import onnxruntime as ort
 
 from .agent import DeviceUnavailable, MeasurementError
-from .artifact import ModelArtifact, example_inputs
+from .artifact import ModelArtifact, example_inputs, refuse_custom_ops
 from .host import host_fingerprint, host_state
 from .latency import Latency
 from .protocol import MeasurementProtocol, measure_rounds
@@ -78,6 +78,7 @@ class OnnxRuntimeCpuAgent:
         self._pinning = "pinned"
 
     def measure(self, artifact: ModelArtifact, protocol: MeasurementProtocol) -> Latency:
+        refuse_custom_ops(artifact, self.kind)
         runtime = f"onnxruntime {ort.__version__} ({PROVIDERS[0]})"
         feeds = example_inputs(artifact)
 

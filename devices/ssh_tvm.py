@@ -24,14 +24,12 @@ from .agent import DeviceUnavailable, MeasurementError
 from .artifact import ModelArtifact
 from .latency import Latency
 from .protocol import MeasurementProtocol
+from .runner_link import RunnerLink, RunnerLost, longest_measurement_s, measure_request, reply_latency
 from .ssh import SshSettings, connect, remote_command, run
+from .tvm_binary import KERNEL
 from .tvm_build import PIPELINE, check_cross_compiler, check_target, compile_library, parse_target
 
 LIBRARIES_KEPT = 8  # uploaded libraries kept on the board (the drift reference stays among them)
-
-
-class RunnerLost(Exception):
-    """The runner's channel closed or the connection dropped."""
 
 
 class SshTvmAgent:
@@ -64,7 +62,7 @@ class SshTvmAgent:
         self.reconnect_attempts = reconnect_attempts
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self._client: paramiko.SSHClient | None = None
-        self._runner: _Runner | None = None
+        self._runner: RunnerLink | None = None
         self._session = ""  # the remote directory this agent owns; removed by close()
         self._uploaded: OrderedDict[Path, str] = OrderedDict()  # local library -> remote path
         self._board: dict = {}
@@ -77,7 +75,7 @@ class SshTvmAgent:
             "kind": self.kind,
             "device": {**board["device"], "address": self.ssh.address},
             "runtime": {"name": "tvm", **board["runtime"], "target": self.target,
-                        "cross_compiler": self.cross_compiler, "pipeline": PIPELINE,
+                        "cross_compiler": self.cross_compiler, "pipeline": PIPELINE, "binary_kernels": KERNEL,
                         "num_threads": self.num_threads or "default"},
             "state": board["state"],
         }
@@ -103,7 +101,7 @@ class SshTvmAgent:
                 self._ensure_runner()
                 request = self._request(artifact, library, protocol)
                 uploaded = time.perf_counter()
-                reply = self._runner.call(request, self._timeout(protocol))
+                reply = self._runner.call(request, longest_measurement_s(protocol, self.command_timeout_s))
                 break
             except RunnerLost as e:
                 self._drop_runner()
@@ -114,12 +112,10 @@ class SshTvmAgent:
             except TimeoutError as e:
                 self._drop_runner()
                 raise MeasurementError("timeout", f"{artifact.arch_key} on {self.ssh.address}: {e}") from None
-        if reply["ok"]:
-            self.last_seconds = {"compile": compiled - started, "upload": uploaded - compiled,
-                                 **reply["seconds"], "total": time.perf_counter() - started}
-            return Latency.from_dict(reply["latency"])
-        evidence = Latency.from_dict(reply["latency"]) if reply.get("latency") else None
-        raise MeasurementError(reply["kind"], reply["message"], latency=evidence)
+        latency = reply_latency(reply)
+        self.last_seconds = {"compile": compiled - started, "upload": uploaded - compiled,
+                             **reply["seconds"], "total": time.perf_counter() - started}
+        return latency
 
     def close(self) -> None:
         """Stop the runner and remove everything this agent uploaded."""
@@ -204,7 +200,7 @@ class SshTvmAgent:
         env = {**board_runner.RUNTIME_ONLY_ENV, **({"TVM_NUM_THREADS": self.num_threads} if self.num_threads else {})}
         command = remote_command(self.python, "-u", "-m", f"{board_runner.BOARD_PACKAGE}.board_runner",
                                  cwd=self._session, stderr_to="runner.log", env=env, exec_=True)
-        self._runner = _Runner(self._client, command, self.ssh.address, self._log_tail)
+        self._runner = RunnerLink(_ChannelStream(self._client, command, self._log_tail))
         return self._runner.read(self.start_timeout_s, what="start (import TVM)")
 
     def _ensure_runner(self) -> None:
@@ -224,13 +220,8 @@ class SshTvmAgent:
             self._runner = None
 
     def _request(self, artifact: ModelArtifact, library: Path, protocol: MeasurementProtocol) -> dict:
-        return {
-            "op": "measure",
-            "library": self._upload(library),
-            "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in artifact.inputs],
-            "protocol": protocol.to_dict(),
-            "runtime": f"tvm {_host_tvm()} on {self.ssh.host} ({json.dumps(self.target)})",
-        }
+        return measure_request(artifact, self._upload(library), protocol,
+                               f"tvm {_host_tvm()} on {self.ssh.host} ({json.dumps(self.target)})")
 
     def _upload(self, library: Path) -> str:
         """The library's path on the board, uploading it unless it is still there."""
@@ -253,12 +244,6 @@ class SshTvmAgent:
         self._uploaded[library] = remote
         return remote
 
-    def _timeout(self, protocol: MeasurementProtocol) -> float:
-        """The longest a measurement under `protocol` can take on the board, plus command_timeout_s to load it."""
-        p = protocol
-        per_attempt = p.rounds * (p.warmup_seconds + p.max_seconds + p.cooldown_seconds)
-        return per_attempt * (1 + p.max_remeasures) + self.command_timeout_s
-
     def _run(self, *argv: str) -> tuple[int, str, str]:
         try:
             return run(self._client, remote_command(*argv), self.command_timeout_s)
@@ -275,57 +260,41 @@ class SshTvmAgent:
         return " | ".join(line for line in out.splitlines() if line.strip())[-600:] if status == 0 else ""
 
 
-class _Runner:
-    """The runner process on the board, seen through its SSH channel."""
+class _ChannelStream:
+    """The runner process on the board, seen through its SSH channel (a runner_link.Stream)."""
 
-    def __init__(self, client: paramiko.SSHClient, command: str, address: str, log_tail) -> None:
-        self.address = address
+    def __init__(self, client: paramiko.SSHClient, command: str, log_tail) -> None:
         self._log_tail = log_tail
         try:
             self.channel = client.get_transport().open_session(timeout=10)
             self.channel.exec_command(command)
         except (OSError, paramiko.SSHException, AttributeError) as e:
             raise RunnerLost(f"cannot start the runner: {e}") from None
-        self._buffer = b""
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.channel.sendall(data)
+        except (OSError, paramiko.SSHException) as e:
+            raise RunnerLost(f"cannot reach the runner: {e}") from None
+
+    def receive(self, timeout_s: float) -> bytes | None:
+        self.channel.settimeout(timeout_s)
+        try:
+            return self.channel.recv(65536)
+        except socket.timeout:
+            return None
+        except (OSError, paramiko.SSHException) as e:
+            raise RunnerLost(f"the connection dropped: {e}") from None
 
     def alive(self) -> bool:
         return not self.channel.closed and not self.channel.exit_status_ready()
 
-    def call(self, request: dict, timeout_s: float) -> dict:
-        try:
-            self.channel.sendall((json.dumps(request) + "\n").encode())
-        except (OSError, paramiko.SSHException) as e:
-            raise RunnerLost(f"cannot reach the runner: {e}") from None
-        return self.read(timeout_s, what="measurement")
+    def exit_note(self) -> str:
+        status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else "unknown"
+        log = self._log_tail()
+        return f"status {status}" + (f"; its log: {log}" if log else "")
 
-    def read(self, timeout_s: float, what: str) -> dict:
-        """The runner's next reply; TimeoutError when none comes in time, RunnerLost when it is gone."""
-        deadline = time.monotonic() + timeout_s
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"the runner gave no answer within {timeout_s:g} s ({what})")
-            self.channel.settimeout(min(left, 1.0))
-            try:
-                chunk = self.channel.recv(65536)
-            except socket.timeout:
-                continue
-            except (OSError, paramiko.SSHException) as e:
-                raise RunnerLost(f"the connection dropped: {e}") from None
-            if not chunk:
-                status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else "unknown"
-                log = self._log_tail()
-                raise RunnerLost(f"the runner exited (status {status})" + (f"; its log: {log}" if log else ""))
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)
-
-    def stop(self) -> None:
-        try:
-            if self.alive():
-                self.channel.sendall(b'{"op": "exit"}\n')
-        except (OSError, paramiko.SSHException):
-            pass
+    def close(self) -> None:
         self.channel.close()
 
 

@@ -5,6 +5,8 @@ by (arch_key, input shapes, target, cross compiler, TVM version): a structure me
 this search or a later one, is compiled once. Libraries are built with TVM's default CPU pipeline,
 untuned: tuning each structure with MetaSchedule would cost minutes per candidate, so the latency
 measured is that of TVM's default schedules on the device, and is labelled so in the runtime info.
+The exception is binary convolutions (ai.hilas.BinaryConv2d), which devices.tvm_binary lowers to
+bitserial kernels with a schedule of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from . import tvm_binary
 from .agent import DeviceUnavailable, MeasurementError
 from .artifact import ModelArtifact
 
@@ -70,7 +73,8 @@ def library_key(artifact: ModelArtifact, target: dict, cross_compiler: str | Non
     import tvm
 
     inputs = [(s.name, list(s.shape), s.dtype) for s in artifact.inputs]
-    what = json.dumps([artifact.arch_key, inputs, target, cross_compiler or "", tvm.__version__, PIPELINE],
+    pipeline = [PIPELINE, tvm_binary.KERNEL] if artifact.custom_ops else PIPELINE
+    what = json.dumps([artifact.arch_key, inputs, target, cross_compiler or "", tvm.__version__, pipeline],
                       sort_keys=True)
     return hashlib.sha256(what.encode()).hexdigest()[:24]
 
@@ -116,7 +120,10 @@ def _build(artifact: ModelArtifact, target: dict):
     try:
         model = onnx.load_from_string(artifact.onnx)
         shapes = {s.name: list(s.shape) for s in artifact.inputs}
-        module = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
+        if artifact.custom_ops:  # 1-bit convolutions, lowered to bitserial kernels
+            module = tvm_binary.import_onnx(model, shapes)
+        else:
+            module = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
     except Exception as e:
         raise MeasurementError("compile", f"TVM could not import {artifact.arch_key}'s ONNX: {_first_line(e)}") from e
     try:

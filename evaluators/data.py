@@ -11,8 +11,9 @@ import numpy as np
 class Split:
     """Disjoint index sets into one labelled array.
 
-    `train` trains the default model; `few_shot` (K per class, drawn from `train`) is all the
-    compression may use; `validation` (disjoint from both) scores every candidate.
+    `few_shot` (K per class) is all the compression may use; `validation` (disjoint from it) scores
+    every candidate; `train` holds the other images (the embedded default model is trained on them and
+    its few-shot images are drawn from them; a user's data leaves them unused).
     """
 
     train: np.ndarray
@@ -34,13 +35,17 @@ class LabelledImages:
     x: np.ndarray
     y: np.ndarray
     name: str
+    classes: tuple[str, ...] = ()  # class names by label, where the source has them (folder names)
 
     @property
     def n_classes(self) -> int:
-        return int(self.y.max()) + 1
+        return len(self.classes) if self.classes else int(self.y.max()) + 1
+
+    def class_name(self, label: int) -> str:
+        return f"class '{self.classes[label]}'" if self.classes else f"class {label}"
 
     def subset(self, idx: np.ndarray) -> "LabelledImages":
-        return LabelledImages(self.x[idx], self.y[idx], self.name)
+        return LabelledImages(self.x[idx], self.y[idx], self.name, self.classes)
 
 
 def load_digits() -> LabelledImages:
@@ -65,3 +70,37 @@ def make_split(y: np.ndarray, *, shots: int, validation_fraction: float, seed: i
         train.extend(idx[n_val:])
         few_shot.extend(idx[n_val:n_val + shots])
     return Split(np.sort(train), np.sort(few_shot), np.sort(validation), seed, shots)
+
+
+def class_orders(y: np.ndarray, n_classes: int, seed: int) -> list[np.ndarray]:
+    """Each class's image indices in a seeded random order (one generator per class, so the order of a
+    class does not depend on the others)."""
+    return [np.random.default_rng([seed, label]).permutation(np.flatnonzero(y == label))
+            for label in range(n_classes)]
+
+
+def few_shot_split(data: LabelledImages, *, shots: int, seed: int, validation: int | None = None) -> Split:
+    """`shots` images per class for compression and, disjoint from them, `validation` images per class
+    (default: all the others) to score candidates.
+
+    The few-shot images are the first of each class's seeded order and the validation images the last,
+    so a smaller or larger `shots` with an explicit `validation` keeps the same validation images.
+    """
+    few_shot, validation_idx, unused = [], [], []
+    for label, order in enumerate(class_orders(data.y, data.n_classes, seed)):
+        name = data.class_name(label)
+        if len(order) == 0:
+            raise ValueError(f"{data.name}: {name} has no images")
+        if len(order) < shots:
+            raise ValueError(f"{data.name}: {name} has {len(order)} images, fewer than the {shots} shots per "
+                             "class ([data] shots)")
+        n_val = len(order) - shots if validation is None else validation
+        if n_val < 1 or shots + n_val > len(order):
+            raise ValueError(f"{data.name}: {name} has {len(order)} images: {shots} shots leave "
+                             f"{len(order) - shots} for validation, and at least "
+                             f"{max(1, validation or 1)} are needed ([data] validation)")
+        few_shot.extend(order[:shots])
+        validation_idx.extend(order[len(order) - n_val:])
+        unused.extend(order[shots:len(order) - n_val])
+    return Split(np.sort(np.array(unused, dtype=np.int64)), np.sort(np.array(few_shot, dtype=np.int64)),
+                 np.sort(np.array(validation_idx, dtype=np.int64)), seed, shots)

@@ -41,20 +41,36 @@ class BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class DigitsResNet(nn.Module):
+class ResNet(nn.Module):
+    """A stem, stages of residual blocks (each stage after the first halves the size), pooling and a
+    classifier. Stages are the modules `stage1`, `stage2`...: the names distillation matches features at."""
+
+    def __init__(self, widths: tuple[int, ...], blocks: int = 2, in_channels: int = 1, stem_stride: int = 1,
+                 n_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        cin = widths[0]
+        for i, width in enumerate(widths):
+            stage = [BasicBlock(cin if b == 0 else width, width, 2 if b == 0 and i > 0 else 1) for b in range(blocks)]
+            self.add_module(f"stage{i + 1}", nn.Sequential(*stage))
+            cin = width
+        self.stages = len(widths)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[-1], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for i in range(self.stages):
+            x = getattr(self, f"stage{i + 1}")(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class DigitsResNet(ResNet):
     """Stem, two stages of two blocks (48 channels at 8x8, 96 at 4x4), pooling, classifier."""
 
     def __init__(self, widths: tuple[int, int] = (48, 96), n_classes: int = 10):
-        super().__init__()
-        w1, w2 = widths
-        self.stem = nn.Sequential(nn.Conv2d(1, w1, 3, 1, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU())
-        self.stage1 = nn.Sequential(BasicBlock(w1, w1), BasicBlock(w1, w1))
-        self.stage2 = nn.Sequential(BasicBlock(w1, w2, 2), BasicBlock(w2, w2))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(w2, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.stage2(self.stage1(self.stem(x)))), 1))
+        super().__init__(widths, n_classes=n_classes)
 
 
 @dataclass(frozen=True)
@@ -102,10 +118,11 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: 
     return model.eval()
 
 
-def default_task(progress=None) -> DefaultTask:
-    """The digits model, trained on first use (about a minute on 2 cores) and cached."""
+def default_task(progress=None, shots: int = SHOTS) -> DefaultTask:
+    """The digits model, trained on first use (about a minute on 2 cores) and cached. Its training and
+    validation images do not depend on `shots`, the few-shot images per class drawn from the training part."""
     data = load_digits()
-    split = make_split(data.y, shots=SHOTS, validation_fraction=VALIDATION_FRACTION, seed=SPLIT_SEED)
+    split = make_split(data.y, shots=shots, validation_fraction=VALIDATION_FRACTION, seed=SPLIT_SEED)
     model = DigitsResNet()
     path = cache_dir() / f"{CACHE_VERSION}.pt"
     meta_path = path.with_suffix(".json")

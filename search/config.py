@@ -16,11 +16,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MODELS = ("digits-resnet",)
-DATASETS = ("digits",)
+DATA_FORMATS = ("digits", "image-folder", "npz", "idx")
+PROXIES = ("batchnorm", "distillation")
 _TABLES = {
-    "model": {"name": str},
-    "data": {"name": str, "shots": int, "seed": int},
-    "space": {"masks": bool, "drops": bool},
+    "model": {"name": str, "factory": str, "weights": str, "export": str, "input_shape": list},
+    "data": {"format": str, "path": str, "labels": str, "shots": int, "seed": int, "validation": int, "mean": list,
+             "std": list},
+    "space": {"masks": bool, "drops": bool, "binary": bool, "drop_recovery_steps": int},
+    "accuracy": {"proxy": str, "distillation_steps": int},
     "search": {"budget": int, "population": int, "seed": int, "devices": list, "fresh": bool},
     "measurement": {f: type(v) for f, v in asdict(MeasurementProtocol()).items()},
 }
@@ -30,12 +33,25 @@ _TABLES = {
 class RunConfig:
     """What to search, on which devices, for how long. Defaults are the demo's."""
 
-    model: str = "digits-resnet"
-    data: str = "digits"
+    model: str | None = "digits-resnet"  # the embedded model, or None for the user's own:
+    model_factory: str | None = None  # "package.module:function" returning an nn.Module
+    model_weights: str | None = None  # its state dict file (absolute path)
+    model_export: str | None = None  # or a torch.export archive (.pt2, absolute path)
+    input_shape: tuple[int, ...] | None = None  # [1, C, H, W]; the user's model needs it
+    data: str = "digits"  # the data format, one of DATA_FORMATS
+    data_path: str | None = None  # image folder, .npz or IDX images file (absolute path)
+    data_labels: str | None = None  # IDX labels file (absolute path)
     shots: int = 10
     data_seed: int = 0
+    validation: int | None = None  # validation images per class; None: all but the few-shot ones
+    mean: tuple[float, ...] | None = None  # per-channel input normalisation the model expects
+    std: tuple[float, ...] | None = None
+    drop_recovery_steps: int = 40  # PRACTISE adapter training steps per droppable block; 0: plain drops
+    proxy: str = "batchnorm"  # the accuracy proxy, one of PROXIES
+    distillation_steps: int = 30  # steps of few-shot distillation per candidate when proxy = "distillation"
     masks: bool = True
     drops: bool = True
+    binary: bool = False  # search the stage widths of a binary network distilled from the model (spaces.binary)
     budget: int = 480
     population: int = 32
     seed: int = 0
@@ -54,7 +70,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        return cls(**{**d, "devices": tuple(d["devices"])})
+        lists = {k: tuple(d[k]) for k in ("input_shape", "mean", "std") if d.get(k) is not None}
+        return cls(**{**d, **lists, "devices": tuple(d["devices"])})
+
+    @property
+    def user_model(self) -> bool:
+        return self.model is None
 
 
 def _check_table(name: str, table, source: str) -> dict:
@@ -73,8 +94,9 @@ def _check_table(name: str, table, source: str) -> dict:
     return table
 
 
-def parse_config(doc: dict, source: str) -> RunConfig:
-    """A RunConfig from a parsed TOML document; every mistake becomes one UserError line."""
+def parse_config(doc: dict, source: str, base: Path = Path(".")) -> RunConfig:
+    """A RunConfig from a parsed TOML document; every mistake becomes one UserError line. Relative paths
+    are relative to `base` (the config file's folder)."""
     unknown = set(doc) - set(_TABLES) - {"device"}
     if unknown:
         raise UserError(f"{source}: unknown table [{sorted(unknown)[0]}]; known tables: "
@@ -91,12 +113,13 @@ def parse_config(doc: dict, source: str) -> RunConfig:
                 raise UserError(f"{source}: [device.{name}] {table} must be a table, e.g. [device.{name}.{table}]")
     defaults = RunConfig()
     cfg = RunConfig(
-        model=t["model"].get("name", defaults.model),
-        data=t["data"].get("name", defaults.data),
-        shots=t["data"].get("shots", defaults.shots),
-        data_seed=t["data"].get("seed", defaults.data_seed),
-        masks=t["space"].get("masks", defaults.masks),
-        drops=t["space"].get("drops", defaults.drops),
+        **_model_and_data(t["model"], t["data"], source, base),
+        masks=t["space"].get("masks", defaults.masks and not t["space"].get("binary", False)),
+        drops=t["space"].get("drops", defaults.drops and not t["space"].get("binary", False)),
+        binary=t["space"].get("binary", defaults.binary),
+        drop_recovery_steps=t["space"].get("drop_recovery_steps", defaults.drop_recovery_steps),
+        proxy=t["accuracy"].get("proxy", defaults.proxy),
+        distillation_steps=t["accuracy"].get("distillation_steps", defaults.distillation_steps),
         budget=t["search"].get("budget", defaults.budget),
         population=t["search"].get("population", defaults.population),
         seed=t["search"].get("seed", defaults.seed),
@@ -109,13 +132,76 @@ def parse_config(doc: dict, source: str) -> RunConfig:
     return cfg
 
 
+def _model_and_data(model: dict, data: dict, source: str, base: Path) -> dict:
+    """The [model] and [data] tables as RunConfig fields, with absolute paths."""
+    given = [k for k in ("name", "factory", "export") if k in model]
+    if len(given) > 1:
+        raise UserError(f"{source}: [model] {' and '.join(given)} name two models; give one of them")
+    if "weights" in model and "factory" not in model:
+        raise UserError(f"{source}: [model] weights go with factory = \"package.module:function\"")
+    for table, key, kinds in ((model, "input_shape", int), (data, "mean", (int, float)), (data, "std", (int, float))):
+        values = table.get(key, [])
+        if not all(isinstance(v, kinds) and not isinstance(v, bool) for v in values):
+            raise UserError(f"{source}: [{'model' if table is model else 'data'}] {key} must be a list of numbers, "
+                            f"got {values!r}")
+
+    def path(table: dict, key: str) -> str | None:
+        return str((base / table[key]).resolve()) if key in table else None
+
+    def numbers(key: str) -> tuple | None:
+        return tuple(data[key]) if key in data else None
+
+    defaults = RunConfig()
+    return dict(model=None if "factory" in model or "export" in model else model.get("name", defaults.model),
+                model_factory=model.get("factory"), model_weights=path(model, "weights"),
+                model_export=path(model, "export"),
+                input_shape=tuple(model["input_shape"]) if "input_shape" in model else None,
+                data=data.get("format", defaults.data), data_path=path(data, "path"), data_labels=path(data, "labels"),
+                shots=data.get("shots", defaults.shots), data_seed=data.get("seed", defaults.data_seed),
+                validation=data.get("validation"), mean=numbers("mean"), std=numbers("std"))
+
+
+def _validate_model_and_data(cfg: RunConfig, source: str) -> None:
+    if cfg.model is not None and cfg.model not in MODELS:
+        raise UserError(f"{source}: unknown model '{cfg.model}'; available: {', '.join(MODELS)} (or your own: "
+                        "factory = \"package.module:function\" with weights, or export = \"model.pt2\")")
+    if cfg.user_model and cfg.input_shape is None:
+        raise UserError(f"{source}: [model] input_shape = [1, C, H, W] is needed for your own model")
+    shape = cfg.input_shape
+    if shape is not None and (len(shape) != 4 or shape[0] != 1 or min(shape) < 1):
+        raise UserError(f"{source}: [model] input_shape must be [1, C, H, W] (one image, as devices measure it), "
+                        f"got {list(shape)}")
+    if cfg.data not in DATA_FORMATS:
+        raise UserError(f"{source}: unknown [data] format '{cfg.data}'; available: {', '.join(DATA_FORMATS)}")
+    if cfg.data == "digits":
+        extra = [k for k, v in (("path", cfg.data_path), ("labels", cfg.data_labels),
+                                ("validation", cfg.validation)) if v is not None]
+        if extra:
+            raise UserError(f"{source}: [data] {extra[0]} does not apply to the embedded digits; set format to "
+                            "\"image-folder\", \"npz\" or \"idx\" for your own data")
+    elif cfg.data_path is None:
+        raise UserError(f"{source}: [data] format \"{cfg.data}\" needs path = \"...\"")
+    if cfg.data == "idx" and cfg.data_labels is None:
+        raise UserError(f"{source}: [data] format \"idx\" needs labels = \"...-labels-idx1-ubyte.gz\" beside path")
+    if cfg.data not in ("idx", "digits") and cfg.data_labels is not None:
+        raise UserError(f"{source}: [data] labels applies to format \"idx\" only; {cfg.data} data holds its labels")
+    if cfg.validation is not None and cfg.validation < 1:
+        raise UserError(f"{source}: [data] validation must be at least 1 image per class, got {cfg.validation}")
+    if cfg.proxy not in PROXIES:
+        raise UserError(f"{source}: unknown [accuracy] proxy '{cfg.proxy}'; available: {', '.join(PROXIES)}")
+    if cfg.distillation_steps < 1:
+        raise UserError(f"{source}: [accuracy] distillation_steps must be at least 1, got {cfg.distillation_steps}")
+    if cfg.drop_recovery_steps < 0:
+        raise UserError(f"{source}: [space] drop_recovery_steps must be 0 or more, got {cfg.drop_recovery_steps}")
+
+
 def validate(cfg: RunConfig, source: str) -> None:
-    if cfg.model not in MODELS:
-        raise UserError(f"{source}: unknown model '{cfg.model}'; available: {', '.join(MODELS)}")
-    if cfg.data not in DATASETS:
-        raise UserError(f"{source}: unknown data '{cfg.data}'; available: {', '.join(DATASETS)}")
-    if not (cfg.masks or cfg.drops):
+    _validate_model_and_data(cfg, source)
+    if not (cfg.masks or cfg.drops or cfg.binary):
         raise UserError(f"{source}: [space] turns off both masks and drops; enable at least one")
+    if cfg.binary and (cfg.masks or cfg.drops):
+        raise UserError(f"{source}: [space] binary searches the widths of a new binary network and does not "
+                        f"compose with masks or drops; set masks = false and drops = false")
     if cfg.population < 4:
         raise UserError(f"{source}: [search] population must be at least 4, got {cfg.population}")
     if cfg.budget < cfg.population:
@@ -146,4 +232,4 @@ def load_config(path: Path) -> RunConfig:
         doc = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
-    return parse_config(doc, str(path))
+    return parse_config(doc, str(path), path.parent)

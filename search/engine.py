@@ -14,20 +14,22 @@ from typing import Callable
 import numpy as np
 import torch
 from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.mutation import Mutation
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.operators.crossover.pntx import TwoPointCrossover
 from pymoo.operators.mutation.bitflip import BitflipMutation
 
 from devices import DevicePool, LatencyDatabase, MeasurementError, export_onnx, fingerprint, input_specs
-from evaluators import proxy_accuracy
 from spaces import Candidate, ComposedSpace, model_stats
 
 from .config import RunConfig
 from .errors import UserError
 from .fronts import run_fronts
+from .proxy import feature_layers, proxy_accuracy
+from .recoverability import recover_drops
 from .store import Store
-from .task import SearchTask
+from .task import SearchTask, compose_space
 
 # Objective value pymoo sees for a failed candidate. It is also marked infeasible, so it never
 # survives selection over a feasible one; it is never written to the store.
@@ -41,6 +43,15 @@ class _SpaceRepair(Repair):
 
     def _do(self, problem, X, **kwargs):
         return np.stack([self.space.repair(x) for x in X]).astype(X.dtype)
+
+
+class _RedrawMutation(Mutation):
+    """Integer genes wider than a bit (e.g. a stage's width multiplier): each one, with probability
+    prob_var, is drawn again uniformly from its bounds."""
+
+    def _do(self, problem, X, random_state=None, **kwargs):
+        redraw = random_state.random(X.shape) < self.get_prob_var(problem, size=(len(X), 1))
+        return np.where(redraw, random_state.integers(problem.xl, problem.xu + 1, size=X.shape), X)
 
 
 def initial_population(space: ComposedSpace, size: int, seed: int) -> np.ndarray:
@@ -81,18 +92,25 @@ class Search:
         self.on_progress = on_progress or (lambda what, done, total: None)
         self.in_flight: set[tuple[str, str]] = set()
         self.evaluations = 0
+        self.layers = feature_layers(task.model, task.example_input) if cfg.proxy == "distillation" else []
         self.stats = {"accuracy_evaluated": 0, "accuracy_reused": 0, "latency_measured": 0, "latency_failed": 0,
                       "latency_from_database": 0, "latency_in_store": 0, "drift_repeats": 0,
                       "devices_lost": {}}
 
     def run(self) -> None:
+        if self.cfg.drops and self.cfg.drop_recovery_steps:
+            adapters, ranking = recover_drops(self.store, self.space, self.task, self.cfg.drop_recovery_steps,
+                                              self._medians, self.on_progress)
+            self.space = compose_space(self.task.model, self.task.example_input, masks=self.cfg.masks, drops=True,
+                                       adapters=adapters, ranking=ranking)
         problem = Problem(n_var=self.space.n_var, n_obj=1 + len(self.devices), n_ieq_constr=1,
                           xl=self.space.lower, xu=self.space.upper, vtype=int)
         algorithm = NSGA2(
             pop_size=self.cfg.population,
             sampling=initial_population(self.space, self.cfg.population, self.cfg.seed),
             crossover=TwoPointCrossover(),
-            mutation=BitflipMutation(prob=1.0, prob_var=min(0.5, 3.0 / self.space.n_var)),
+            mutation=(BitflipMutation if (self.space.upper == 1).all() else _RedrawMutation)(
+                prob=1.0, prob_var=min(0.5, 3.0 / self.space.n_var)),
             repair=_SpaceRepair(self.space),
             eliminate_duplicates=True,
         )
@@ -102,6 +120,8 @@ class Search:
         generation = 0
         while self.evaluations < self.cfg.budget:
             population = algorithm.ask()
+            if not len(population):  # a small space (e.g. binary widths) has no genome left to try
+                break
             F, G = self.evaluate(population.get("X"), generation)
             population.set("F", F, "G", G)
             algorithm.tell(infills=population)
@@ -157,6 +177,15 @@ class Search:
                 self.pool.submit(d, artifact)
                 self.in_flight.add((d, c.arch_key))
 
+    def _medians(self, candidates: list[Candidate]) -> dict[str, float]:
+        """Median latency on the run's first device of each candidate's structure (by arch_key), read from
+        the store or the latency database, or measured now."""
+        self._submit_latencies(candidates)
+        while self.in_flight:
+            self._collect(timeout=1.0)
+        rows = {c.arch_key: self.store.latency(self.devices[0], c.arch_key) for c in candidates}
+        return {key: row.latency.median_ms for key, row in rows.items() if row is not None and row.status == "ok"}
+
     def _reuse_from_database(self, device: str, arch_key: str) -> bool:
         if self.database is None or self.cfg.fresh:
             return False
@@ -173,7 +202,7 @@ class Search:
             return
         start = time.perf_counter()
         try:
-            acc = proxy_accuracy(c.build(), self.task.calibration_x, self.task.validation_x, self.task.validation_y)
+            acc = proxy_accuracy(c.build(), self.task, self.cfg, self.layers)
         except Exception as e:  # a candidate that cannot be built or run is a failed candidate, not a crash
             self.store.add_accuracy(c.key, None, status="failed", message=f"{type(e).__name__}: {e}")
         else:

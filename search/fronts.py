@@ -9,6 +9,8 @@ from devices import Latency
 
 from .store import Store
 
+ACCURACY_KINDS = ("proxy", "recovered")
+
 
 @dataclass(frozen=True)
 class Point:
@@ -40,13 +42,14 @@ class Front:
     baseline: Point | None
     points: list[Point]
     evaluated: list[Point]
+    accuracy_kind: str = "proxy"  # the points' accuracy: "proxy" (the search's) or "recovered" (after recovery)
 
     @property
     def hypervolume(self) -> float:
         return hypervolume(self.points, self.baseline.latency.median_ms if self.baseline else None)
 
     def to_json(self) -> dict:
-        return {"run": self.run, "device": self.device,
+        return {"run": self.run, "device": self.device, "accuracy_kind": self.accuracy_kind,
                 "baseline": self.baseline.to_json() if self.baseline else None,
                 "front": [p.to_json() for p in self.points], "hypervolume": self.hypervolume}
 
@@ -89,20 +92,34 @@ def hypervolume(points: list[Point], reference_ms: float | None) -> float:
 def evaluated_points(store: Store, device: str) -> list[Point]:
     """Every candidate with a successful accuracy and a successful latency on `device` (summaries only:
     the raw samples stay in the store)."""
-    sql = """SELECT c.candidate, c.key, c.arch_key, a.accuracy, l.latency, s.params, s.flops
-             FROM candidates c JOIN accuracies a ON a.key = c.key AND a.status = 'ok'
-             JOIN latencies l ON l.arch_key = c.arch_key AND l.device = ? AND l.status = 'ok'
-             JOIN structures s ON s.arch_key = c.arch_key ORDER BY c.candidate"""
+    return _points(store, device, "accuracies a ON a.key = c.key AND a.status = 'ok'")
+
+
+def recovered_points(store: Store, device: str) -> list[Point]:
+    """Like evaluated_points, with each candidate's accuracy after recovery; empty for a run that
+    recovered nothing."""
+    return _points(store, device, "recovered_accuracies a ON a.key = c.key")
+
+
+def _points(store: Store, device: str, accuracy_join: str) -> list[Point]:
+    sql = f"""SELECT c.candidate, c.key, c.arch_key, a.accuracy, l.latency, s.params, s.flops
+              FROM candidates c JOIN {accuracy_join}
+              JOIN latencies l ON l.arch_key = c.arch_key AND l.device = ? AND l.status = 'ok'
+              JOIN structures s ON s.arch_key = c.arch_key ORDER BY c.candidate"""
     return [Point(cid, key, arch, acc, Latency.from_record(lat, None), params, flops)
             for cid, key, arch, acc, lat, params, flops in store.db.execute(sql, (device,))]
 
 
-def run_fronts(run_dir: Path, store: Store) -> dict[str, Front]:
-    """One front per device of the run."""
+def run_fronts(run_dir: Path, store: Store, accuracy_kind: str = "proxy") -> dict[str, Front]:
+    """One front per device of the run: of the search's proxy accuracies, or (accuracy_kind "recovered")
+    of the candidates `hilas front recover` recovered, at their accuracy after recovery."""
+    if accuracy_kind not in ACCURACY_KINDS:
+        raise ValueError(f"accuracy_kind must be one of {', '.join(ACCURACY_KINDS)}, got {accuracy_kind!r}")
+    points_of = recovered_points if accuracy_kind == "recovered" else evaluated_points
     baseline_key = store.get("baseline_key")
     out = {}
     for device in store.get("config")["devices"]:
-        points = evaluated_points(store, device)
+        points = points_of(store, device)
         baseline = next((p for p in points if p.key == baseline_key), None)
-        out[device] = Front(str(run_dir), device, baseline, non_dominated(points), points)
+        out[device] = Front(str(run_dir), device, baseline, non_dominated(points), points, accuracy_kind)
     return out

@@ -17,7 +17,7 @@ from .engine import Search, keep_host_off
 from .errors import UserError
 from .fronts import Front, run_fronts
 from .store import Store, is_run_dir
-from .task import SearchTask, load_task, make_space
+from .task import SearchTask, check_searchable, load_task, make_space
 
 
 @dataclass
@@ -83,7 +83,7 @@ def started_pool(cfg: RunConfig, specs: list[DeviceSpec]) -> Iterator[tuple[Devi
 
 def _execute(run_dir: Path, cfg: RunConfig, task: SearchTask, store: Store, pool: DevicePool,
              infos: dict[str, dict], progress: Progress) -> dict[str, Front]:
-    space = make_space(task, cfg)
+    space = make_space(task, cfg, progress.on_evaluation, run_dir)
     try:
         database = LatencyDatabase()
     except OSError as e:
@@ -117,6 +117,7 @@ def start_run(cfg: RunConfig, run_dir: Path, progress: Progress | None = None,
     specs = resolve_devices(cfg, registry)
     cfg = with_definitions(cfg, specs)
     task = load_task(cfg, progress.on_train_epoch)
+    check_searchable(task, cfg)
     with started_pool(cfg, specs) as (pool, infos):
         store = Store.create(run_dir, cfg.to_dict(), task.split)
         try:
@@ -173,11 +174,12 @@ def open_run(run_dir: Path) -> Store:
         raise UserError(str(e)) from None
 
 
-def fronts(run_dir: Path) -> dict[str, Front]:
-    """The fronts of a finished or unfinished run, one per device."""
+def fronts(run_dir: Path, accuracy_kind: str = "proxy") -> dict[str, Front]:
+    """The fronts of a finished or unfinished run, one per device, by the search's proxy accuracy or (accuracy_kind
+    "recovered") by the accuracy after `hilas front recover`."""
     store = open_run(run_dir)
     try:
-        return run_fronts(Path(run_dir), store)
+        return run_fronts(Path(run_dir), store, accuracy_kind)
     finally:
         store.close()
 

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS latencies (
     PRIMARY KEY (device, arch_key));
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY, evaluations INTEGER NOT NULL, hypervolume TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS recovered_accuracies (
+    key TEXT PRIMARY KEY, accuracy REAL NOT NULL, method TEXT NOT NULL, seconds REAL, created REAL NOT NULL);
 """
 
 
@@ -154,6 +156,21 @@ class Store:
 
     def accuracy(self, key: str) -> tuple[str, float | None, str | None] | None:
         return self.db.execute("SELECT status, accuracy, message FROM accuracies WHERE key = ?", (key,)).fetchone()
+
+    def add_recovered_accuracy(self, key: str, accuracy: float, *, method: str,
+                               seconds: float | None = None) -> None:
+        """Top-1 of a candidate after recovery (`method` says how, e.g. few-shot distillation), on the
+        same validation split as its proxy accuracy, which stays as it was. A candidate recovered again
+        (with other settings) keeps the latest result."""
+        self.db.execute("INSERT OR REPLACE INTO recovered_accuracies VALUES (?, ?, ?, ?, ?)",
+                        (key, accuracy, method, seconds, time.time()))
+
+    def recovered_accuracy(self, key: str) -> tuple[float, str] | None:
+        """(accuracy, method) of a recovered candidate, or None."""
+        return self.db.execute("SELECT accuracy, method FROM recovered_accuracies WHERE key = ?", (key,)).fetchone()
+
+    def recovery_methods(self) -> list[str]:
+        return [m for (m,) in self.db.execute("SELECT DISTINCT method FROM recovered_accuracies ORDER BY method")]
 
     def add_latency(self, device: str, arch_key: str, latency: Latency | None, *, status: str = "ok",
                     message: str | None = None, fingerprint: str | None = None, source: str = "measured",

@@ -17,6 +17,9 @@ from .space import PartSpace, forward_with_hooks, inside
 
 _OUT_HANDLERS = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
 DEFAULT_SEED_RATIOS = (0.2, 0.35, 0.5)
+# Seeds keep a multiple of this many channels in groups of at least twice as many: the counts whose
+# convolutions vector units run at full width (Torch-Pruning's round_to), so the seeds are fast structures.
+SEED_CHANNEL_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,10 @@ class FilterMaskSpace(PartSpace):
         return genes
 
     def seeds(self) -> list[np.ndarray]:
-        """L1-norm masks: the same pruning ratio in every group, lowest-norm filters removed."""
+        """L1-norm masks: the same pruning ratio in every group (kept counts rounded to SEED_CHANNEL_MULTIPLE),
+        lowest-norm filters removed."""
         scores = [g.importance for g in self.groups]
-        return [self._top(scores, [1.0 - r] * len(self.groups)) for r in self.seed_ratios]
+        return [self._top(scores, [_rounded(1.0 - r, g.size) for g in self.groups]) for r in self.seed_ratios]
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """A random kept fraction per group, filters chosen by L1 norm perturbed with noise.
@@ -144,3 +148,12 @@ class FilterMaskSpace(PartSpace):
             handle = handles[0]
             pruning = graph.get_pruning_group(handle, tp.prune_conv_out_channels, idxs=idxs.tolist())
             pruning.prune()
+
+
+def _rounded(keep_fraction: float, size: int) -> float:
+    """`keep_fraction` of `size` channels, moved to the nearest multiple of SEED_CHANNEL_MULTIPLE where the
+    group has room for two of them."""
+    if size < 2 * SEED_CHANNEL_MULTIPLE:
+        return keep_fraction
+    multiple = SEED_CHANNEL_MULTIPLE
+    return max(multiple, int(round(keep_fraction * size / multiple)) * multiple) / size

@@ -45,3 +45,39 @@ def device_registry(tmp_path, monkeypatch):
     path = tmp_path / "devices.toml"
     monkeypatch.setenv("HILAS_DEVICES", str(path))
     return path
+
+
+# Short rounds: the measurement protocol is not under test where these runs are used.
+FAST_MEASUREMENT = {"warmup_runs": 2, "warmup_seconds": 0.01, "min_samples": 10, "min_seconds": 0.02,
+                    "cooldown_seconds": 0.0, "noise_threshold": 1.0}
+SIMULATED_DEVICES = {"sim": {"kind": "virtual", "seed": 1},
+                     "sim-fast": {"kind": "virtual", "seed": 1, "ms_per_mflop": 0.01}}
+
+
+@pytest.fixture(scope="session")
+def default_cache(tmp_path_factory) -> Path:
+    """Where the default model is trained, once per session (test_search_e2e trains it in the same place)."""
+    return tmp_path_factory.getbasetemp() / "cache"
+
+
+@pytest.fixture
+def trained_default(default_cache, monkeypatch) -> Path:
+    monkeypatch.setenv("HILAS_CACHE_DIR", str(default_cache))
+    return default_cache
+
+
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory, default_cache) -> tuple[Path, Path]:
+    """Two small finished runs (search seeds 1 and 2) on two simulated devices, made once per session."""
+    from search import RunConfig, start_run
+
+    root = tmp_path_factory.mktemp("finished-runs")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HILAS_CACHE_DIR", str(default_cache))
+        env.setenv("HILAS_LATENCY_DB", str(root / "latency.sqlite"))
+        env.setenv("HILAS_DEVICES", str(root / "devices.toml"))
+        for seed in (1, 2):
+            start_run(RunConfig(budget=16, population=8, seed=seed, devices=tuple(SIMULATED_DEVICES),
+                                device_definitions=SIMULATED_DEVICES, measurement=FAST_MEASUREMENT),
+                      root / f"seed-{seed}")
+    return root / "seed-1", root / "seed-2"

@@ -100,10 +100,11 @@ def test_arch_key_is_structure_only(tiny_resnet, example):
     assert ca.arch_key != space.decode(space.baseline()).arch_key
 
 
-def test_block_drop_finds_shape_preserving_blocks(tiny_resnet, example, inputs):
+def test_block_drop_finds_residual_blocks(tiny_resnet, example, inputs):
     drops = BlockDropSpace(tiny_resnet, example)
-    assert drops.blocks == ["stage1.0", "stage1.1", "stage2.1"]
-    genome = np.array([0, 1, 0])
+    assert drops.blocks == ["stage1.0", "stage1.1", "stage2.0", "stage2.1"]
+    assert drops.shape_changing == {"stage2.0"}
+    genome = np.array([0, 1, 0, 0])
     model = drops.decode(genome).build()
     assert isinstance(model.stage1[1], nn.Identity)
     with torch.no_grad():
@@ -113,9 +114,20 @@ def test_block_drop_finds_shape_preserving_blocks(tiny_resnet, example, inputs):
     torch.testing.assert_close(model(inputs), expected)
 
 
-def test_block_drop_refuses_a_shape_changing_block(tiny_resnet, example):
-    with pytest.raises(ValueError, match="stage2.0"):
-        BlockDropSpace(tiny_resnet, example, blocks=["stage2.0"])
+def test_a_shape_changing_block_drops_to_its_shortcut(tiny_resnet, example, inputs):
+    """Untrained, the 1x1 convolution that replaces a downsampling block is the block's own shortcut
+    (conv and BatchNorm folded into one)."""
+    drops = BlockDropSpace(tiny_resnet, example, blocks=["stage2.0"])
+    model = drops.decode(np.array([1])).build()
+    assert isinstance(model.stage2[0], nn.Conv2d) and model.stage2[0].stride == (2, 2)
+    with torch.no_grad():
+        x = tiny_resnet.stage1(tiny_resnet.stem(inputs))
+        torch.testing.assert_close(model.stage2[0](x), tiny_resnet.stage2[0].shortcut(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_layer_that_is_not_a_block_cannot_be_dropped(tiny_resnet, example):
+    with pytest.raises(ValueError, match="stem.0"):
+        BlockDropSpace(tiny_resnet, example, blocks=["stem.0"])
 
 
 def test_masks_and_drops_compose(tiny_resnet, example, inputs):

@@ -1,0 +1,134 @@
+"""Recovery of a run's front: each front member fine-tuned by few-shot distillation from the original model.
+
+The search scores candidates with a proxy (no weight fine-tuned, or a few distillation steps); this
+turns the chosen ones into models that are accurate. Each member starts from the weights the search
+scored (kept filters, folded drop adapters, BatchNorm re-estimated), learns the original model's
+logits and stage features on the few-shot images only (see `evaluators.distill`), and is scored on
+the run's validation split. Its structure, and so its latency, does not change: no device is needed.
+The unpruned baseline is the original model and is scored as it is.
+
+Every result is written as soon as it is known (the weights under RUN_DIR/recovered/, the accuracy
+in the store), so an interrupted recovery goes on where it stopped; members already recovered with
+the same settings are skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from evaluators import distill, top1
+
+from .config import RunConfig
+from .errors import UserError
+from .fronts import Front, Point, run_fronts
+from .proxy import feature_layers
+from .runs import open_run
+from .store import Store
+from .task import SearchTask, load_task, make_space
+
+RECOVERED_DIR = "recovered"
+EPOCHS = 30
+BATCH_SIZE = 32
+
+
+def recover_front(run_dir: Path, *, device: str | None = None, shots: int | None = None, epochs: int = EPOCHS,
+                  on_progress: Callable[[str, int, int], None] | None = None,
+                  on_train_epoch: Callable[[int, int], None] | None = None) -> dict[str, Front]:
+    """Recover the members of the run's fronts (of one device, or all) and return the fronts after recovery.
+
+    `shots` images per class (default: the run's) are drawn as the run drew its few-shot images, and
+    never from its validation split; `epochs` are passes over them.
+    """
+    run_dir = Path(run_dir)
+    on_progress = on_progress or (lambda what, done, total: None)
+    if epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {epochs}")
+    store = open_run(run_dir)
+    try:
+        cfg = RunConfig.from_dict(store.get("config"))
+        members = front_members(run_dir, store, device)
+        shots = shots or cfg.shots
+        if shots < 1:
+            raise UserError(f"--shots must be at least 1, got {shots}")
+        task = recovery_task(run_dir, store, cfg, shots, on_train_epoch)
+        space = make_space(task, cfg, run_dir=run_dir)
+        layers = feature_layers(task.model, task.example_input)
+        steps = epochs * math.ceil(len(task.calibration_x) / BATCH_SIZE)
+        method = f"distillation: {shots} shots per class, {epochs} epochs"
+        store.set("recovery", {"method": method, "shots_per_class": shots, "epochs": epochs, "steps": steps,
+                               "few_shot": task.split["few_shot"]})
+        (run_dir / RECOVERED_DIR).mkdir(exist_ok=True)
+        for i, point in enumerate(members):
+            done = store.recovered_accuracy(point.key)
+            if done is None or done[1] != method:
+                recover_member(store, space, task, point, layers, steps, method, run_dir,
+                               lambda step, total: on_progress("distillation steps", step, total))
+            on_progress("front members recovered", i + 1, len(members))
+        return run_fronts(run_dir, store, "recovered")
+    finally:
+        store.close()
+
+
+def front_members(run_dir: Path, store: Store, device: str | None) -> list[Point]:
+    """The members of the run's proxy fronts (one device's, or all devices'), each once, by candidate id."""
+    fronts = run_fronts(run_dir, store)
+    if device is not None and device not in fronts:
+        raise UserError(f"run {run_dir} has no device '{device}'; its devices: {', '.join(fronts)}")
+    chosen = [fronts[device]] if device else list(fronts.values())
+    members = {p.key: p for front in chosen for p in front.points}
+    if not members:
+        raise UserError(f"run {run_dir} has no front to recover yet; finish it with `hilas search resume {run_dir}`")
+    return sorted(members.values(), key=lambda p: p.candidate)
+
+
+def recovery_task(run_dir: Path, store: Store, cfg: RunConfig, shots: int,
+                  on_train_epoch: Callable[[int, int], None] | None) -> SearchTask:
+    """The run's model and data with `shots` few-shot images per class, refused unless the validation
+    split (and the data) are exactly those the run scored on."""
+    task = load_task(dataclasses.replace(cfg, shots=shots), on_train_epoch)
+    stored = store.get("split")
+    varying = ("few_shot", "train", "shots_per_class", "validation")
+    same = {k: v for k, v in task.split.items() if k not in varying} == {k: v for k, v in stored.items()
+                                                                          if k not in varying}
+    if not same:
+        raise UserError(f"{run_dir}: the data differs from the data the run was searched on; recover it with the "
+                        "same model and data files")
+    if task.split["validation"] != stored["validation"]:
+        raise UserError(f"--shots {shots} would change the validation split of {run_dir} (it validates on every "
+                        f"image outside its {cfg.shots} few-shot ones); recover with --shots {cfg.shots}, or set "
+                        "[data] validation for a run whose few-shot set can grow")
+    return task
+
+
+def recover_member(store: Store, space, task: SearchTask, point: Point, layers: list[str], steps: int, method: str,
+                   run_dir: Path, on_step: Callable[[int, int], None]) -> None:
+    """Distil one front member, save its weights, then store its accuracy on the validation split."""
+    row = next(c for c in store.candidates() if c.key == point.key)
+    candidate = space.decode(np.array([int(bit) for bit in row.genome], dtype=np.int64))
+    if candidate.key != point.key:
+        raise UserError(f"{run_dir}: this version of hilas decodes candidate {point.candidate} to another model; "
+                        "recover it with the version that ran the search")
+    start = time.perf_counter()
+    model = candidate.build()
+    if point.key != store.get("baseline_key"):  # the unpruned model is the original: nothing to recover
+        model = distill(model, task.model, task.calibration_x, steps=steps, layers=layers, batch_size=BATCH_SIZE,
+                        progress=on_step)
+    accuracy = top1(model, task.validation_x, task.validation_y)
+    path = recovered_weights(run_dir, point.candidate)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    store.add_recovered_accuracy(point.key, accuracy, method=method, seconds=time.perf_counter() - start)
+
+
+def recovered_weights(run_dir: Path, candidate: int) -> Path:
+    """Where recovery keeps a member's fine-tuned state dict."""
+    return Path(run_dir) / RECOVERED_DIR / f"candidate-{candidate}.pt"

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -18,10 +19,14 @@ from rich.table import Table
 
 from devices import DeviceRegistry
 
+from .compare import Comparison, compare_runs
 from .config import RunConfig, load_config, validate
 from .errors import UserError, user_errors
+from .export import export_candidate
 from .fronts import Front
 from .plot import plot_fronts
+from .recover import EPOCHS, recover_front
+from .report import write_comparison, write_report
 from . import devices_cli, runs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,7 +34,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "latency measured on real devices.")
 search_app = typer.Typer(no_args_is_help=True, help="Run and resume searches.")
 front_app = typer.Typer(no_args_is_help=True, help="Inspect the fronts of a run.")
-runs_app = typer.Typer(no_args_is_help=True, help="List runs.")
+runs_app = typer.Typer(no_args_is_help=True, help="List and compare runs.")
 app.add_typer(search_app, name="search")
 app.add_typer(front_app, name="front")
 app.add_typer(runs_app, name="runs")
@@ -92,8 +97,10 @@ def latency_summary(summary: dict) -> str:
 def front_table(front: Front) -> Table:
     """The front, fastest first, under the baseline (marked *). Structures and every statistic are in --json."""
     base = front.baseline
-    table = Table(title=f"Pareto front on {front.device}: {len(front.points)} of {len(front.evaluated)} "
-                        f"evaluated, hypervolume {front.hypervolume:.3f}",
+    recovered = front.accuracy_kind == "recovered"
+    table = Table(title=f"Pareto front{' after recovery' if recovered else ''} on {front.device}: "
+                        f"{len(front.points)} of {len(front.evaluated)} {'recovered' if recovered else 'evaluated'}, "
+                        f"hypervolume {front.hypervolume:.3f}",
                   caption="id: candidate (* the unpruned baseline); median: of the rounds' medians; rounds CV: "
                           "their spread; p99, n and raw samples: --json and the store")
     for col in ("id", "top-1 %", "median ms", "p90 ms", "rounds CV %", "speed-up", "MFLOPs", "params"):
@@ -118,15 +125,31 @@ def _default_out(prefix: str) -> Path:
     return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+# What each demo searches. Binary candidates need 1-bit kernels, which onnxruntime lacks: they are
+# measured through TVM on this CPU; their space holds 64 structures, so a smaller budget covers it.
+DEMO_SPACES = {
+    "pruning": {},
+    "binary": {"binary": True, "masks": False, "drops": False, "budget": 48, "population": 16,
+               "devices": ("local-tvm",), "device_definitions": {"local-tvm": {"kind": "tvm-cpu"}}},
+}
+
+
 @app.command()
-def demo(budget: int = typer.Option(RunConfig.budget, help="Candidates to evaluate."),
-         population: int = typer.Option(RunConfig.population, help="NSGA-II population size."),
+def demo(budget: Optional[int] = typer.Option(None, help="Candidates to evaluate (default 480; 48 for binary)."),
+         population: Optional[int] = typer.Option(None, help="NSGA-II population size (default 32; 16 for binary)."),
          seed: int = typer.Option(RunConfig.seed, help="Search seed."),
          out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/demo-TIME)."),
-         fresh: bool = typer.Option(False, "--fresh", help=FRESH_HELP)):
-    """Search the embedded digits ResNet on this machine's CPU and print the front."""
+         fresh: bool = typer.Option(False, "--fresh", help=FRESH_HELP),
+         space: str = typer.Option("pruning", help="pruning: filter masks and block drops of the digits ResNet, "
+                                                   "on onnxruntime; binary: the stage widths of a binary network "
+                                                   "distilled from it, on TVM's 1-bit kernels.")):
+    """Search the embedded digits ResNet (or binary networks distilled from it) on this machine's CPU and
+    print the front."""
     with user_errors():
-        cfg = RunConfig(budget=budget, population=population, seed=seed, fresh=fresh, measurement=DEMO_MEASUREMENT)
+        if space not in DEMO_SPACES:
+            raise UserError(f"--space must be one of {', '.join(DEMO_SPACES)}, got '{space}'")
+        given = {k: v for k, v in (("budget", budget), ("population", population)) if v is not None}
+        cfg = RunConfig(**{**DEMO_SPACES[space], **given}, seed=seed, fresh=fresh, measurement=DEMO_MEASUREMENT)
         validate(cfg, "demo")
         run_dir = out_dir or _default_out("demo")
         _search(run_dir, lambda progress: runs.start_run(cfg, run_dir, progress))
@@ -157,8 +180,21 @@ def search_resume(run_dir: Path = typer.Argument(..., help="Directory of the run
         _search(run_dir, lambda progress: runs.resume_run(run_dir, progress))
 
 
-def _chosen(run_dir: Path, device: Optional[str]) -> list[Front]:
-    fronts = runs.fronts(run_dir)
+class Accuracy(str, Enum):
+    """Which accuracy the fronts rank by: the search's proxy, the accuracy after `front recover`, or both."""
+
+    proxy = "proxy"
+    recovered = "recovered"
+    both = "both"
+
+
+ACCURACY_HELP = "proxy: the search's accuracy proxy; recovered: after `hilas front recover`"
+
+
+def _chosen(run_dir: Path, device: Optional[str], accuracy: Accuracy = Accuracy.proxy) -> list[Front]:
+    fronts = runs.fronts(run_dir, accuracy.value)
+    if accuracy is Accuracy.recovered and not any(f.evaluated for f in fronts.values()):
+        raise UserError(f"run {run_dir} has no recovered front yet; make one with `hilas front recover {run_dir}`")
     if device is None:
         return list(fronts.values())
     if device not in fronts:
@@ -168,10 +204,14 @@ def _chosen(run_dir: Path, device: Optional[str]) -> list[Front]:
 
 @front_app.command("show")
 def front_show(run_dir: Path = typer.Argument(...), device: Optional[str] = typer.Option(None, help="Device name."),
-               as_json: bool = typer.Option(False, "--json", help="One JSON object (a list if several devices).")):
+               as_json: bool = typer.Option(False, "--json", help="One JSON object (a list if several devices)."),
+               accuracy: Accuracy = typer.Option(Accuracy.proxy, help=ACCURACY_HELP + ".")):
     """Print the front of each device of a run."""
     with user_errors():
-        chosen = _chosen(run_dir, device)
+        if accuracy is Accuracy.both:
+            raise UserError("front show prints one front at a time: --accuracy proxy or --accuracy recovered "
+                            "(front plot draws both)")
+        chosen = _chosen(run_dir, device, accuracy)
         if as_json:
             data = [f.to_json() for f in chosen]
             sys.stdout.write(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")
@@ -182,10 +222,78 @@ def front_show(run_dir: Path = typer.Argument(...), device: Optional[str] = type
 
 @front_app.command("plot")
 def front_plot(run_dir: Path = typer.Argument(...), device: Optional[str] = typer.Option(None, help="Device name."),
-               output: Path = typer.Option(Path("front.png"), "-o", "--output", help="PNG file to write.")):
+               output: Path = typer.Option(Path("front.png"), "-o", "--output", help="PNG file to write."),
+               accuracy: Accuracy = typer.Option(Accuracy.proxy, help=ACCURACY_HELP + "; both: the two fronts.")):
     """Plot accuracy against measured latency, one panel per device."""
     with user_errors():
-        out.print(f"wrote {plot_fronts(_chosen(run_dir, device), output)}")
+        if accuracy is Accuracy.both:
+            path = plot_fronts(_chosen(run_dir, device), output, _chosen(run_dir, device, Accuracy.recovered))
+        else:
+            path = plot_fronts(_chosen(run_dir, device, accuracy), output)
+        out.print(f"wrote {path}")
+
+
+@front_app.command("recover")
+def front_recover(run_dir: Path = typer.Argument(...),
+                  device: Optional[str] = typer.Option(None, help="Recover this device's front only (default: "
+                                                                  "every device's)."),
+                  shots: Optional[int] = typer.Option(None, help="Few-shot images per class (default: the run's)."),
+                  epochs: int = typer.Option(EPOCHS, help="Passes of distillation over the few-shot images.")):
+    """Fine-tune each front member by distillation from the original model on the few-shot images, score it on
+    the validation split, and store the front after recovery (resumable: recovered members are kept)."""
+    with user_errors():
+        with progress_bars() as progress:
+            fronts = recover_front(run_dir, device=device, shots=shots, epochs=epochs,
+                                   on_progress=progress.on_evaluation, on_train_epoch=progress.on_train_epoch)
+        for front in fronts.values():
+            if device is None or front.device == device:
+                out.print(front_table(front))
+        out.print(f"next: hilas front plot {run_dir} --accuracy both   |   hilas front show {run_dir} "
+                  "--accuracy recovered --json")
+
+
+@front_app.command("report")
+def front_report(run_dir: Path = typer.Argument(...),
+                 output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                       help="HTML file to write (default RUN_DIR/report.html).")):
+    """Write one self-contained HTML report of a run's fronts (opens with no network)."""
+    with user_errors():
+        out.print(f"wrote {write_report(run_dir, output)}")
+
+
+@front_app.command("export")
+def front_export(run_dir: Path = typer.Argument(...),
+                 candidate: int = typer.Argument(..., help="Candidate id, as `hilas front show` prints it."),
+                 output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                       help="Directory to write (default RUN_DIR/exports/"
+                                                            "candidate-ID)."),
+                 weights: Optional[str] = typer.Option(None, help="recovered: the weights `front recover` "
+                                                                  "fine-tuned (the default once it has); proxy: "
+                                                                  "the weights the search scored.")):
+    """Export a candidate as ONNX, a PyTorch state dict with its structure, and a summary."""
+    with user_errors(), training_progress() as on_train_epoch:
+        path = export_candidate(run_dir, candidate, output, on_train_epoch, weights)
+    out.print(f"wrote {path}: {', '.join(sorted(p.name for p in path.iterdir()))}", soft_wrap=True)
+    out.print(f'load it in Python with: from search import load_model; model = load_model("{path}")', soft_wrap=True)
+
+
+@contextlib.contextmanager
+def training_progress() -> Iterator[Callable[[int, int], None]]:
+    """A progress bar for training the default model, shown only if it has to be trained (not cached)."""
+    bars: list[Progress] = []
+
+    def update(epoch: int, epochs: int) -> None:
+        if not bars:
+            bars.append(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err))
+            bars[0].start()
+            bars[0].add_task("training the default model (epochs)", total=epochs)
+        bars[0].update(bars[0].task_ids[0], completed=epoch)
+
+    try:
+        yield update
+    finally:
+        if bars:
+            bars[0].stop()
 
 
 @runs_app.command("list")
@@ -200,6 +308,36 @@ def runs_list(root: Path = typer.Argument(Path("runs"), help="Directory holding 
                           ", ".join(r["devices"]), f"{r['candidates']}/{r['budget']}", str(r["measurements"]),
                           str(r["from_database"]), str(r["failures"]))
         out.print(table)
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    """One row per run: its front's size, its hypervolume against the shared reference, its extremes."""
+    table = Table(title=f"fronts on {comparison.device}",
+                  caption=f"hypervolume against the baseline latency of {comparison.reference_run} "
+                          f"({comparison.reference_ms or 0:.4f} ms), so the runs compare")
+    table.add_column("run", no_wrap=True)
+    for col in ("evaluated", "on front", "hypervolume", "best top-1 %", "fastest median ms"):
+        table.add_column(col, justify="right", no_wrap=col == "hypervolume")
+    for r in comparison.runs:
+        points = r.front.points
+        table.add_row(r.run, str(len(r.front.evaluated)), str(len(points)), f"{r.hypervolume:.3f}",
+                      f"{100 * max(p.accuracy for p in points):.1f}" if points else "-",
+                      f"{min(p.latency.median_ms for p in points):.4f}" if points else "-")
+    return table
+
+
+@runs_app.command("compare")
+def runs_compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+                 device: Optional[str] = typer.Option(None, help="Device name (default: the one the runs share)."),
+                 output: Path = typer.Option(Path("compare.html"), "-o", "--output", help="HTML file to write.")):
+    """Compare the fronts of several runs on one device: one table, one plot, a hypervolume each."""
+    with user_errors():
+        comparison = compare_runs(run_dirs, device)
+        out.print(comparison_table(comparison))
+        if not comparison.same_device:
+            err.print(f"note: the runs measured '{comparison.device}' as different devices or runtimes (their "
+                      "fingerprints differ): their latencies may not compare", soft_wrap=True)
+        out.print(f"wrote {write_comparison(comparison, output)}")
 
 
 def main() -> None:

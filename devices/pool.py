@@ -120,7 +120,7 @@ class DevicePool:
         specs: list[DeviceSpec],
         protocol: MeasurementProtocol,
         *,
-        start_timeout_s: float = 60,
+        start_timeout_s: float = 180,  # above ssh-tvm's own runner start timeout; agents start slowly on a busy host
         measure_timeout_s: float = 120,
         max_restarts: int = 2,
     ) -> None:
@@ -264,7 +264,7 @@ class DevicePool:
             )
         return (
             f"device {spec.name!r} did not start within {self.start_timeout_s:g} s: its agent's prepare() has not "
-            f"finished; check the device, or raise start_timeout_s"
+            f"finished; check the device (`hilas devices check {spec.name}`), and that this machine is not overloaded"
         )
 
     # -- running ------------------------------------------------------------------

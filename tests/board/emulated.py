@@ -626,6 +626,7 @@ class BoardServer:
         self._run_dir = self.root / "run" / str(self.port)
         self._work_dir = self.root / "work" / str(self.port)
         self._ssh_dir = self.root / "ssh"
+        self._home = self._run_dir / "home"
 
     @property
     def board(self) -> Board:
@@ -669,6 +670,10 @@ class BoardServer:
             "PrintMotd no",
             "Subsystem sftp internal-sftp",
             "LogLevel INFO",
+            # The board's logins get a HOME of their own, as on a real board, so the shell never reads this
+            # machine's ~/.bashrc: its setup (pyenv's init waits up to 60 s for a lock that a session killed
+            # by a test leaves behind) is not the board's.
+            f"SetEnv HOME={self._home}",
         ]
         path = self._run_dir / "sshd_config"
         _write_if_changed(path, "\n".join(lines) + "\n", mode=0o600)
@@ -719,6 +724,7 @@ class BoardServer:
             raise BoardUnavailable(f"sshd needs {privsep}: run `sudo mkdir -p {privsep}`")
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._work_dir.mkdir(parents=True, exist_ok=True)
+        self._home.mkdir(parents=True, exist_ok=True)
         config = self._config()
         self._write_known_hosts()
         _run([sshd, "-t", "-f", str(config)], "checking the board's sshd_config", TOOL_TIMEOUT)

@@ -18,13 +18,17 @@ else:  # pragma: no cover
 MODELS = ("digits-resnet",)
 DATA_FORMATS = ("digits", "image-folder", "npz", "idx")
 PROXIES = ("batchnorm", "distillation")
+ALGORITHMS = ("nsga2", "random")
+OBJECTIVES = ("latency", "flops")
 _TABLES = {
     "model": {"name": str, "factory": str, "weights": str, "export": str, "input_shape": list},
-    "data": {"format": str, "path": str, "labels": str, "shots": int, "seed": int, "validation": int, "mean": list,
+    "data": {"format": str, "path": str, "labels": str, "validation_path": str, "validation_labels": str,
+             "shots": int, "seed": int, "validation": int, "mean": list,
              "std": list},
     "space": {"masks": bool, "drops": bool, "binary": bool, "drop_recovery_steps": int},
     "accuracy": {"proxy": str, "distillation_steps": int},
-    "search": {"budget": int, "population": int, "seed": int, "devices": list, "fresh": bool},
+    "search": {"budget": int, "population": int, "seed": int, "devices": list, "fresh": bool, "algorithm": str,
+               "objective": str},
     "measurement": {f: type(v) for f, v in asdict(MeasurementProtocol()).items()},
 }
 
@@ -41,6 +45,8 @@ class RunConfig:
     data: str = "digits"  # the data format, one of DATA_FORMATS
     data_path: str | None = None  # image folder, .npz or IDX images file (absolute path)
     data_labels: str | None = None  # IDX labels file (absolute path)
+    validation_path: str | None = None  # held-out images to validate on (all of them), in the same format
+    validation_labels: str | None = None  # their IDX labels file
     shots: int = 10
     data_seed: int = 0
     validation: int | None = None  # validation images per class; None: all but the few-shot ones
@@ -57,6 +63,8 @@ class RunConfig:
     seed: int = 0
     devices: tuple[str, ...] = ("local-cpu",)
     fresh: bool = False  # measure every structure, reusing nothing from the latency database
+    algorithm: str = "nsga2"  # or "random": the space's own samples, a baseline to compare against
+    objective: str = "latency"  # or "flops": steer by FLOPs instead (devices still measure, for the fronts)
     device_definitions: dict[str, dict] = field(default_factory=dict)
     measurement: dict = field(default_factory=dict)
 
@@ -125,6 +133,8 @@ def parse_config(doc: dict, source: str, base: Path = Path(".")) -> RunConfig:
         seed=t["search"].get("seed", defaults.seed),
         devices=tuple(t["search"].get("devices", defaults.devices)),
         fresh=t["search"].get("fresh", defaults.fresh),
+        algorithm=t["search"].get("algorithm", defaults.algorithm),
+        objective=t["search"].get("objective", defaults.objective),
         device_definitions=definitions,
         measurement=t["measurement"],
     )
@@ -157,6 +167,7 @@ def _model_and_data(model: dict, data: dict, source: str, base: Path) -> dict:
                 model_export=path(model, "export"),
                 input_shape=tuple(model["input_shape"]) if "input_shape" in model else None,
                 data=data.get("format", defaults.data), data_path=path(data, "path"), data_labels=path(data, "labels"),
+                validation_path=path(data, "validation_path"), validation_labels=path(data, "validation_labels"),
                 shots=data.get("shots", defaults.shots), data_seed=data.get("seed", defaults.data_seed),
                 validation=data.get("validation"), mean=numbers("mean"), std=numbers("std"))
 
@@ -175,7 +186,8 @@ def _validate_model_and_data(cfg: RunConfig, source: str) -> None:
         raise UserError(f"{source}: unknown [data] format '{cfg.data}'; available: {', '.join(DATA_FORMATS)}")
     if cfg.data == "digits":
         extra = [k for k, v in (("path", cfg.data_path), ("labels", cfg.data_labels),
-                                ("validation", cfg.validation)) if v is not None]
+                                ("validation", cfg.validation), ("validation_path", cfg.validation_path))
+                 if v is not None]
         if extra:
             raise UserError(f"{source}: [data] {extra[0]} does not apply to the embedded digits; set format to "
                             "\"image-folder\", \"npz\" or \"idx\" for your own data")
@@ -185,6 +197,10 @@ def _validate_model_and_data(cfg: RunConfig, source: str) -> None:
         raise UserError(f"{source}: [data] format \"idx\" needs labels = \"...-labels-idx1-ubyte.gz\" beside path")
     if cfg.data not in ("idx", "digits") and cfg.data_labels is not None:
         raise UserError(f"{source}: [data] labels applies to format \"idx\" only; {cfg.data} data holds its labels")
+    if cfg.data == "idx" and cfg.validation_path is not None and cfg.validation_labels is None:
+        raise UserError(f"{source}: [data] validation_path in format \"idx\" needs validation_labels = \"...\"")
+    if cfg.validation_path is not None and cfg.validation is not None:
+        raise UserError(f"{source}: [data] validation_path validates on all its images; leave out [data] validation")
     if cfg.validation is not None and cfg.validation < 1:
         raise UserError(f"{source}: [data] validation must be at least 1 image per class, got {cfg.validation}")
     if cfg.proxy not in PROXIES:
@@ -209,6 +225,10 @@ def validate(cfg: RunConfig, source: str) -> None:
                         f"({cfg.population})")
     if cfg.shots < 1:
         raise UserError(f"{source}: [data] shots must be at least 1, got {cfg.shots}")
+    if cfg.algorithm not in ALGORITHMS:
+        raise UserError(f"{source}: unknown [search] algorithm '{cfg.algorithm}'; available: {', '.join(ALGORITHMS)}")
+    if cfg.objective not in OBJECTIVES:
+        raise UserError(f"{source}: unknown [search] objective '{cfg.objective}'; available: {', '.join(OBJECTIVES)}")
     if not cfg.devices or not all(isinstance(d, str) for d in cfg.devices):
         raise UserError(f"{source}: [search] devices must be a non-empty list of device names")
     if len(set(cfg.devices)) != len(cfg.devices):

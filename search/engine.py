@@ -66,6 +66,55 @@ def initial_population(space: ComposedSpace, size: int, seed: int) -> np.ndarray
     return np.stack(list(genomes.values())[:size])
 
 
+class _Nsga2:
+    """pymoo's NSGA-II through ask/tell (pymoo counts no evaluations in that mode: the loop keeps the budget)."""
+
+    def __init__(self, space: ComposedSpace, problem: Problem, cfg: RunConfig):
+        self.algorithm = NSGA2(
+            pop_size=cfg.population,
+            sampling=initial_population(space, cfg.population, cfg.seed),
+            crossover=TwoPointCrossover(),
+            mutation=(BitflipMutation if (space.upper == 1).all() else _RedrawMutation)(
+                prob=1.0, prob_var=min(0.5, 3.0 / space.n_var)),
+            repair=_SpaceRepair(space),
+            eliminate_duplicates=True,
+        )
+        self.algorithm.setup(problem, seed=cfg.seed, verbose=False)
+        self.population = None
+
+    def ask(self) -> np.ndarray:
+        self.population = self.algorithm.ask()
+        return self.population.get("X") if len(self.population) else np.empty((0, 0))
+
+    def tell(self, F: np.ndarray, G: np.ndarray) -> None:
+        self.population.set("F", F, "G", G)
+        self.algorithm.tell(infills=self.population)
+
+
+class _RandomSearch:
+    """The baseline users would otherwise run: the unpruned model, then the space's own random samples (those
+    NSGA-II's first population is drawn from), a population at a time, never the same genome twice."""
+
+    def __init__(self, space: ComposedSpace, cfg: RunConfig):
+        self.space, self.size = space, cfg.population
+        self.rng = np.random.default_rng(cfg.seed)
+        self.seen: set[bytes] = set()
+        self.pending = [space.repair(space.baseline())]
+
+    def ask(self) -> np.ndarray:
+        genomes, tries = [], 0
+        while self.pending or (len(genomes) < self.size and tries < 100 * self.size):
+            g = self.pending.pop() if self.pending else self.space.repair(self.space.sample(self.rng))
+            tries += 1
+            if g.tobytes() not in self.seen:
+                self.seen.add(g.tobytes())
+                genomes.append(g)
+        return np.stack(genomes) if genomes else np.empty((0, 0))
+
+    def tell(self, F: np.ndarray, G: np.ndarray) -> None:
+        pass
+
+
 def genome_text(genome: np.ndarray) -> str:
     return "".join(str(int(v)) for v in genome)
 
@@ -99,32 +148,23 @@ class Search:
 
     def run(self) -> None:
         if self.cfg.drops and self.cfg.drop_recovery_steps:
+            cost = self._mflops if self.cfg.objective == "flops" else self._medians
             adapters, ranking = recover_drops(self.store, self.space, self.task, self.cfg.drop_recovery_steps,
-                                              self._medians, self.on_progress)
+                                              cost, self.on_progress)
             self.space = compose_space(self.task.model, self.task.example_input, masks=self.cfg.masks, drops=True,
                                        adapters=adapters, ranking=ranking)
-        problem = Problem(n_var=self.space.n_var, n_obj=1 + len(self.devices), n_ieq_constr=1,
+        costs = 1 if self.cfg.objective == "flops" else len(self.devices)
+        problem = Problem(n_var=self.space.n_var, n_obj=1 + costs, n_ieq_constr=1,
                           xl=self.space.lower, xu=self.space.upper, vtype=int)
-        algorithm = NSGA2(
-            pop_size=self.cfg.population,
-            sampling=initial_population(self.space, self.cfg.population, self.cfg.seed),
-            crossover=TwoPointCrossover(),
-            mutation=(BitflipMutation if (self.space.upper == 1).all() else _RedrawMutation)(
-                prob=1.0, prob_var=min(0.5, 3.0 / self.space.n_var)),
-            repair=_SpaceRepair(self.space),
-            eliminate_duplicates=True,
-        )
-        # pymoo counts no evaluations in ask/tell mode, so the budget is enforced by this loop.
-        algorithm.setup(problem, seed=self.cfg.seed, verbose=False)
+        algorithm = _Nsga2(self.space, problem, self.cfg) if self.cfg.algorithm == "nsga2" \
+            else _RandomSearch(self.space, self.cfg)
         self.store.set("baseline_key", self.space.decode(self.space.baseline()).key)
         generation = 0
         while self.evaluations < self.cfg.budget:
-            population = algorithm.ask()
-            if not len(population):  # a small space (e.g. binary widths) has no genome left to try
+            X = algorithm.ask()
+            if not len(X):  # a small space (e.g. binary widths) has no genome left to try
                 break
-            F, G = self.evaluate(population.get("X"), generation)
-            population.set("F", F, "G", G)
-            algorithm.tell(infills=population)
+            algorithm.tell(*self.evaluate(X, generation))
             fronts = run_fronts(self.store.path.parent, self.store)
             self.store.add_generation(generation, self.evaluations,
                                       {d: f.hypervolume for d, f in fronts.items()})
@@ -186,6 +226,10 @@ class Search:
         rows = {c.arch_key: self.store.latency(self.devices[0], c.arch_key) for c in candidates}
         return {key: row.latency.median_ms for key, row in rows.items() if row is not None and row.status == "ok"}
 
+    def _mflops(self, candidates: list[Candidate]) -> dict[str, float]:
+        """MFLOPs of each candidate's structure (by arch_key): the cost a FLOPs-steered search ranks drops by."""
+        return {c.arch_key: model_stats(c.build(), self.task.example_input).flops / 1e6 for c in candidates}
+
     def _reuse_from_database(self, device: str, arch_key: str) -> bool:
         if self.database is None or self.cfg.fresh:
             return False
@@ -227,16 +271,20 @@ class Search:
             self.on_progress("measurements", done, done + len(self.in_flight))
 
     def _objectives(self, candidates: list[Candidate], ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(error, latency per device) and feasibility, for NSGA-II.
+        """(error, latency per device), or (error, FLOPs) with objective = "flops", and feasibility.
 
         A device the pool gave up on stops steering the search: its latency counts as 0 where it
         was not measured, so the search goes on for the other devices; its front keeps what it measured.
         """
         lost = self._lost_devices()
-        F = np.full((len(candidates), 1 + len(self.devices)), _FAILED)
+        F = np.full((len(candidates), 1 + (1 if self.cfg.objective == "flops" else len(self.devices))), _FAILED)
         G = np.ones((len(candidates), 1))
         for i, c in enumerate(candidates):
             status, acc, _ = self.store.accuracy(c.key)
+            if self.cfg.objective == "flops":
+                if status == "ok":
+                    F[i], G[i] = [1.0 - acc, self.store.structure(c.arch_key)["flops"]], -1.0
+                continue
             rows = {d: self.store.latency(d, c.arch_key) for d in self.devices}
             measured = {d: r.latency.median_ms for d, r in rows.items() if r is not None and r.status == "ok"}
             if status != "ok" or any(d not in measured for d in self.devices if d not in lost):

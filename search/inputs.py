@@ -39,15 +39,18 @@ def load_model(cfg: RunConfig, on_train_epoch: Callable[[int, int], None] | None
     return model, torch.zeros(cfg.input_shape)
 
 
-def load_data(cfg: RunConfig, example_input: torch.Tensor) -> LabelledImages:
-    """The config's images, normalised as the model expects."""
+def load_data(cfg: RunConfig, example_input: torch.Tensor, validation: bool = False) -> LabelledImages:
+    """The config's images (or, with `validation`, its held-out validation images), normalised as the model
+    expects."""
+    path = Path(cfg.validation_path if validation else cfg.data_path) if cfg.data != "digits" else None
+    labels = cfg.validation_labels if validation else cfg.data_labels
     try:
         if cfg.data == "image-folder":
-            data = load_image_folder(Path(cfg.data_path), tuple(example_input.shape[1:]))
+            data = load_image_folder(path, tuple(example_input.shape[1:]))
         elif cfg.data == "npz":
-            data = load_npz(Path(cfg.data_path))
+            data = load_npz(path)
         elif cfg.data == "idx":
-            data = load_idx(Path(cfg.data_path), Path(cfg.data_labels))
+            data = load_idx(path, Path(labels))
         else:
             data = load_digits()
         if cfg.mean is not None or cfg.std is not None:
@@ -55,6 +58,25 @@ def load_data(cfg: RunConfig, example_input: torch.Tensor) -> LabelledImages:
     except ValueError as e:
         raise UserError(str(e)) from None
     return data
+
+
+def load_split_data(cfg: RunConfig, example_input: torch.Tensor) -> tuple[LabelledImages, Split]:
+    """The config's images and their split. With [data] validation_path, the few-shot images come from
+    path and every image of validation_path validates (say, the model's own training images to compress
+    with, and a held-out set to score on); otherwise both come, disjoint, from path."""
+    data = load_data(cfg, example_input)
+    split = split_data(cfg, data)
+    if cfg.validation_path is None:
+        return data, split
+    held_out = load_data(cfg, example_input, validation=True)
+    if held_out.x.shape[1:] != data.x.shape[1:] or held_out.classes != data.classes \
+            or held_out.n_classes != data.n_classes:
+        raise UserError(f"{held_out.name} does not match {data.name}: its images are {_shape(held_out.x.shape[1:])} "
+                        f"in {held_out.n_classes} classes, against {_shape(data.x.shape[1:])} in {data.n_classes}")
+    both = LabelledImages(np.concatenate([data.x, held_out.x]), np.concatenate([data.y, held_out.y]),
+                          f"{data.name} + {held_out.name}", data.classes)
+    validation = np.arange(len(data.y), len(both.y), dtype=np.int64)
+    return both, Split(np.empty(0, dtype=np.int64), split.few_shot, validation, split.seed, split.shots)
 
 
 def check_inputs(model: nn.Module, example_input: torch.Tensor, data: LabelledImages) -> None:

@@ -17,7 +17,7 @@ from spaces.binary import BinaryWidthSpace
 from .binary import binary_space
 from .config import MODELS, RunConfig
 from .errors import UserError
-from .inputs import check_inputs, describe_split, load_data, load_model, split_data
+from .inputs import check_inputs, describe_split, load_model, load_split_data
 from .recoverability import load_adapters
 
 
@@ -38,9 +38,8 @@ def load_task(cfg: RunConfig, on_train_epoch: Callable[[int, int], None] | None 
     """The config's model and data, checked (see `inputs`); the embedded default is trained on first use."""
     if cfg.user_model or cfg.data != "digits":
         model, example = load_model(cfg, on_train_epoch)
-        data = load_data(cfg, example)
+        data, split = load_split_data(cfg, example)
         check_inputs(model, example, data)
-        split = split_data(cfg, data)
         few, val = data.subset(split.few_shot), data.subset(split.validation)
         return SearchTask(model, example, few.x, val.x, val.y, describe_split(cfg, data, split),
                           top1(model, val.x, val.y))

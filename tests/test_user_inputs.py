@@ -20,7 +20,7 @@ def user_files(tmp_path):
     return tmp_path
 
 
-def config(tmp_path, model: str = "", data: str = "") -> RunConfig:
+def config(tmp_path, model: str = "", data: str = "", validation: int | None = 20) -> RunConfig:
     path = tmp_path / "run.toml"
     path.write_text(f"""
 [model]
@@ -31,7 +31,7 @@ input_shape = [1, 1, 8, 8]
 {data or 'format = "npz"'}
 {'path = "data.npz"' if not data else ''}
 shots = 5
-validation = 20
+{f'validation = {validation}' if validation else ''}
 [search]
 budget = 8
 population = 4
@@ -57,6 +57,19 @@ def test_the_users_model_and_data_make_a_task_with_a_recorded_split(user_files):
     assert len(split["few_shot"]) == 50 and not set(split["few_shot"]) & set(split["validation"])
     assert split["sha256"] and load_task(config(user_files)).split == split
     check_searchable(task, config(user_files))
+
+
+def test_a_held_out_validation_file_scores_every_image_and_shots_come_from_the_other(user_files):
+    rng = np.random.default_rng(2)
+    np.savez(user_files / "held-out.npz", x=rng.integers(0, 256, size=(70, 8, 8), dtype=np.uint8),
+             y=np.repeat(np.arange(10), 7))
+    task = load_task(config(user_files, data='format = "npz"\npath = "data.npz"\nvalidation_path = "held-out.npz"',
+                            validation=None))
+    held_out = np.load(user_files / "held-out.npz")
+    np.testing.assert_array_equal(task.validation_y, held_out["y"])
+    np.testing.assert_allclose(task.validation_x[:, 0] * 255, held_out["x"], atol=1e-3)
+    assert task.split["validation"] == list(range(300, 370)) and max(task.split["few_shot"]) < 300
+    assert len(task.split["few_shot"]) == 50
 
 
 @pytest.mark.parametrize("model, data, message", [
@@ -92,6 +105,8 @@ def test_bad_input_is_one_line_and_writes_nothing(user_files, model, data, messa
     ('[data]\nformat = "idx"\npath = "x"\n', 'format "idx" needs labels'),
     ('[data]\npath = "x"\n', "path does not apply to the embedded digits"),
     ('[data]\nformat = "npz"\npath = "x"\nvalidation = 0\n', "validation must be at least 1"),
+    ('[data]\nformat = "npz"\npath = "x"\nvalidation_path = "v"\nvalidation = 5\n', "leave out .data. validation"),
+    ('[data]\nformat = "idx"\npath = "x"\nlabels = "y"\nvalidation_path = "v"\n', "needs validation_labels"),
     ('[accuracy]\nproxy = "magic"\n', "unknown .accuracy. proxy 'magic'"),
     ('[space]\ndrop_recovery_steps = -1\n', "drop_recovery_steps must be 0 or more"),
 ])

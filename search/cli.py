@@ -238,12 +238,14 @@ def front_recover(run_dir: Path = typer.Argument(...),
                   device: Optional[str] = typer.Option(None, help="Recover this device's front only (default: "
                                                                   "every device's)."),
                   shots: Optional[int] = typer.Option(None, help="Few-shot images per class (default: the run's)."),
-                  epochs: int = typer.Option(EPOCHS, help="Passes of distillation over the few-shot images.")):
+                  epochs: int = typer.Option(EPOCHS, help="Passes of distillation over the few-shot images."),
+                  members: Optional[int] = typer.Option(None, help="Recover at most this many members of each "
+                                                                   "front, evenly spaced along it (default: all).")):
     """Fine-tune each front member by distillation from the original model on the few-shot images, score it on
     the validation split, and store the front after recovery (resumable: recovered members are kept)."""
     with user_errors():
         with progress_bars() as progress:
-            fronts = recover_front(run_dir, device=device, shots=shots, epochs=epochs,
+            fronts = recover_front(run_dir, device=device, shots=shots, epochs=epochs, members=members,
                                    on_progress=progress.on_evaluation, on_train_epoch=progress.on_train_epoch)
         for front in fronts.values():
             if device is None or front.device == device:

@@ -76,12 +76,16 @@ def hypervolume(points: list[Point], reference_ms: float | None) -> float:
     The reference latency is the unpruned model's, so 1.0 would mean a model with no error at zero
     latency; points slower than the reference add nothing.
     """
+    return area_dominated([(p.accuracy, p.latency.median_ms) for p in points], reference_ms)
+
+
+def area_dominated(pairs: list[tuple[float, float]], reference_ms: float | None) -> float:
+    """`hypervolume` of plain (accuracy, latency ms) pairs, for fronts that are not a run's (benchmarks)."""
     if not reference_ms:
         return 0.0
     area, prev_error = 0.0, 1.0
-    for p in non_dominated(points):
-        x = p.latency.median_ms / reference_ms
-        error = 1.0 - p.accuracy
+    for accuracy, ms in sorted(pairs, key=lambda pair: (pair[1], -pair[0])):
+        x, error = ms / reference_ms, 1.0 - accuracy
         if x >= 1.0 or error >= prev_error:
             continue
         area += (1.0 - x) * (prev_error - error)

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from evaluators import distill, top1
 
@@ -40,12 +41,13 @@ BATCH_SIZE = 32
 
 
 def recover_front(run_dir: Path, *, device: str | None = None, shots: int | None = None, epochs: int = EPOCHS,
-                  on_progress: Callable[[str, int, int], None] | None = None,
+                  members: int | None = None, on_progress: Callable[[str, int, int], None] | None = None,
                   on_train_epoch: Callable[[int, int], None] | None = None) -> dict[str, Front]:
     """Recover the members of the run's fronts (of one device, or all) and return the fronts after recovery.
 
     `shots` images per class (default: the run's) are drawn as the run drew its few-shot images, and
-    never from its validation split; `epochs` are passes over them.
+    never from its validation split; `epochs` are passes over them. `members` caps how many members of
+    each front are recovered, spread evenly from the fastest to the most accurate (default: all).
     """
     run_dir = Path(run_dir)
     on_progress = on_progress or (lambda what, done, total: None)
@@ -54,39 +56,49 @@ def recover_front(run_dir: Path, *, device: str | None = None, shots: int | None
     store = open_run(run_dir)
     try:
         cfg = RunConfig.from_dict(store.get("config"))
-        members = front_members(run_dir, store, device)
+        if members is not None and members < 2:
+            raise UserError(f"--members must be at least 2 (the fastest and the most accurate), got {members}")
+        chosen = front_members(run_dir, store, device, members)
         shots = shots or cfg.shots
         if shots < 1:
             raise UserError(f"--shots must be at least 1, got {shots}")
         task = recovery_task(run_dir, store, cfg, shots, on_train_epoch)
         space = make_space(task, cfg, run_dir=run_dir)
         layers = feature_layers(task.model, task.example_input)
-        steps = epochs * math.ceil(len(task.calibration_x) / BATCH_SIZE)
+        steps = recovery_steps(task, epochs)
         method = f"distillation: {shots} shots per class, {epochs} epochs"
         store.set("recovery", {"method": method, "shots_per_class": shots, "epochs": epochs, "steps": steps,
                                "few_shot": task.split["few_shot"]})
         (run_dir / RECOVERED_DIR).mkdir(exist_ok=True)
-        for i, point in enumerate(members):
+        for i, point in enumerate(chosen):
             done = store.recovered_accuracy(point.key)
             if done is None or done[1] != method:
                 recover_member(store, space, task, point, layers, steps, method, run_dir,
                                lambda step, total: on_progress("distillation steps", step, total))
-            on_progress("front members recovered", i + 1, len(members))
+            on_progress("front members recovered", i + 1, len(chosen))
         return run_fronts(run_dir, store, "recovered")
     finally:
         store.close()
 
 
-def front_members(run_dir: Path, store: Store, device: str | None) -> list[Point]:
-    """The members of the run's proxy fronts (one device's, or all devices'), each once, by candidate id."""
+def front_members(run_dir: Path, store: Store, device: str | None, limit: int | None = None) -> list[Point]:
+    """The members of the run's proxy fronts (one device's, or all devices'), each once, by candidate id;
+    at most `limit` per front, evenly spaced along it."""
     fronts = run_fronts(run_dir, store)
     if device is not None and device not in fronts:
         raise UserError(f"run {run_dir} has no device '{device}'; its devices: {', '.join(fronts)}")
     chosen = [fronts[device]] if device else list(fronts.values())
-    members = {p.key: p for front in chosen for p in front.points}
+    members = {p.key: p for front in chosen for p in spread(front.points, limit)}
     if not members:
         raise UserError(f"run {run_dir} has no front to recover yet; finish it with `hilas search resume {run_dir}`")
     return sorted(members.values(), key=lambda p: p.candidate)
+
+
+def spread(points: list[Point], limit: int | None) -> list[Point]:
+    """`limit` of the front's points (fastest first), evenly spaced, both ends kept; all of them without a limit."""
+    if limit is None or len(points) <= limit:
+        return points
+    return [points[i] for i in sorted({round(j) for j in np.linspace(0, len(points) - 1, limit)})]
 
 
 def recovery_task(run_dir: Path, store: Store, cfg: RunConfig, shots: int,
@@ -119,14 +131,26 @@ def recover_member(store: Store, space, task: SearchTask, point: Point, layers: 
     start = time.perf_counter()
     model = candidate.build()
     if point.key != store.get("baseline_key"):  # the unpruned model is the original: nothing to recover
-        model = distill(model, task.model, task.calibration_x, steps=steps, layers=layers, batch_size=BATCH_SIZE,
-                        progress=on_step)
+        model = recovered(model, task, layers, steps, on_step)
     accuracy = top1(model, task.validation_x, task.validation_y)
     path = recovered_weights(run_dir, point.candidate)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
     store.add_recovered_accuracy(point.key, accuracy, method=method, seconds=time.perf_counter() - start)
+
+
+def recovery_steps(task: SearchTask, epochs: int) -> int:
+    """Distillation steps for `epochs` passes over the task's few-shot images."""
+    return epochs * math.ceil(len(task.calibration_x) / BATCH_SIZE)
+
+
+def recovered(model: nn.Module, task: SearchTask, layers: list[str], steps: int,
+              on_step: Callable[[int, int], None] | None = None) -> nn.Module:
+    """The recovery recipe: `steps` steps of distillation from the task's model (logits and the outputs of
+    `layers`) on its few-shot images. Benchmarks apply it to models from elsewhere, so they compare alike."""
+    return distill(model, task.model, task.calibration_x, steps=steps, layers=layers, batch_size=BATCH_SIZE,
+                   progress=on_step)
 
 
 def recovered_weights(run_dir: Path, candidate: int) -> Path:

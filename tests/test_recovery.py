@@ -12,7 +12,7 @@ import search.recover
 from evaluators import distill, recalibrate_batchnorm, top1
 from search import RunConfig, UserError, export_candidate, fronts, load_model, start_run
 from search.cli import app
-from search.recover import recover_front
+from search.recover import recover_front, spread
 from search.store import Store
 from search.task import load_task
 from spaces import AdaptedDrop, BlockDropSpace, ComposedSpace, FilterMaskSpace, adapter_sites
@@ -149,3 +149,8 @@ def test_export_takes_the_recovered_weights_once_there_are_some(run, tmp_path):
     assert "recovered by `hilas front recover`" in (tmp_path / "recovered" / "README.md").read_text()
     with pytest.raises(UserError, match="--weights must be one of"):
         export_candidate(run, member.candidate, tmp_path / "bad", weights="best")
+
+
+def test_a_capped_recovery_spreads_its_members_along_the_front_keeping_both_ends():
+    assert spread(list(range(10)), 4) == [0, 3, 6, 9]
+    assert spread(list(range(3)), 4) == [0, 1, 2] and spread(list(range(5)), None) == list(range(5))

@@ -92,8 +92,9 @@ def cache_dir() -> Path:
 
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int,
-          progress=None) -> nn.Module:
-    """Plain SGD with momentum and a cosine schedule, small random shifts as augmentation."""
+          progress=None, shift: int = 1, flip: bool = False) -> nn.Module:
+    """Plain SGD with momentum and a one-cycle schedule; as augmentation, random shifts of up to `shift`
+    pixels (one per batch) and, with `flip`, each image mirrored left-right with probability 1/2."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
@@ -106,8 +107,11 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: 
         for start in range(0, len(xs), 64):
             idx = order[start:start + 64]
             batch = xs[idx]
-            dx, dy = rng.integers(-1, 2, size=2)
+            dx, dy = rng.integers(-shift, shift + 1, size=2)
             batch = torch.roll(batch, shifts=(int(dx), int(dy)), dims=(2, 3))
+            if flip:
+                mirrored = torch.from_numpy(rng.random(len(batch)) < 0.5).view(-1, 1, 1, 1)
+                batch = torch.where(mirrored, batch.flip(3), batch)
             loss = nn.functional.cross_entropy(model(batch), ys[idx])
             opt.zero_grad()
             loss.backward()

@@ -10,23 +10,32 @@ reference model wrap batches of measurements (`devices.drift`).
 
 What differs between devices is only the clock: a `Timer` (host wall clock here, CUDA events in
 `devices.cuda`, a simulated clock in `devices.virtual`).
+
+With $HILAS_PROTOCOL_TRACE set to a file, every process that measures appends one JSON line per
+phase of a round (open, warmup, timed, cooldown) with its process id and its start and end on
+the monotonic clock, which all processes of a machine share: how benchmarks/utilisation.py sees
+where a device's time goes. Unset, nothing is written.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import statistics
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from .agent import MeasurementError
 from .latency import Latency, summarize
 
 # A sample must span at least this many timer ticks, so rounding to the tick costs under 1 %.
 TICKS_PER_SAMPLE = 100
+TRACE_ENV = "HILAS_PROTOCOL_TRACE"
 
 
 @dataclass(frozen=True)
@@ -162,14 +171,34 @@ def _rounds(open_run: Callable[[], Callable[[], None]], protocol: MeasurementPro
     inner = 1
     for r in range(protocol.rounds):
         if r:
-            timer.sleep(protocol.cooldown_seconds)
-        run_once = open_run()
-        runs, per_run_ms = _warm_up(run_once, protocol, timer)
+            with _traced("cooldown"):
+                timer.sleep(protocol.cooldown_seconds)
+        with _traced("open"):
+            run_once = open_run()
+        with _traced("warmup"):
+            runs, per_run_ms = _warm_up(run_once, protocol, timer)
         warmups += runs
         if r == 0:  # one batch size for every round, so their samples compare
             inner = inner_runs(per_run_ms, timer.resolution_ms)
-        rounds.append(_timed_runs(run_once, protocol, timer, inner))
+        with _traced("timed"):
+            rounds.append(_timed_runs(run_once, protocol, timer, inner))
     return summarize(rounds, warmup_runs=warmups, runtime=runtime, inner_runs=inner, attempts=attempt)
+
+
+@contextmanager
+def _traced(phase: str) -> Iterator[None]:
+    """Append the phase's span to $HILAS_PROTOCOL_TRACE, if set (see the module's docstring)."""
+    path = os.environ.get(TRACE_ENV)
+    if not path:
+        yield
+        return
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        span = {"pid": os.getpid(), "phase": phase, "start": start, "end": time.monotonic()}
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(span) + "\n")
 
 
 def inner_runs(per_run_ms: float, resolution_ms: float) -> int:

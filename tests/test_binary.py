@@ -324,8 +324,6 @@ def test_a_width_search_runs_through_ray_on_tvm_cpu(tmp_path, tmp_path_factory, 
         store.close()
     assert front.baseline is not None and front.baseline.accuracy > 0.5
     assert front.points and all("tvm" in p.latency.runtime for p in front.points)
-    widest = front.baseline.latency.median_ms
-    assert any(p.latency.median_ms < widest for p in front.points)  # narrower binary networks run faster
 
 
 def test_the_demo_names_its_spaces():

@@ -16,7 +16,9 @@ from torch import nn
 from .space import PartSpace, forward_with_hooks, inside
 
 _OUT_HANDLERS = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
-DEFAULT_SEED_RATIOS = (0.2, 0.35, 0.5)
+# The seeds span mild to aggressive pruning (what uniform pruning's users sweep), so that even a small
+# budget's first population reaches the fast end of the front.
+DEFAULT_SEED_RATIOS = (0.2, 0.35, 0.5, 0.65, 0.8)
 # Seeds keep a multiple of this many channels in groups of at least twice as many: the counts whose
 # convolutions vector units run at full width (Torch-Pruning's round_to), so the seeds are fast structures.
 SEED_CHANNEL_MULTIPLE = 8

@@ -25,9 +25,9 @@ import copy
 import dataclasses
 import json
 import os
-import platform
 import tempfile
 import time
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -37,13 +37,14 @@ from torch import nn
 from devices import export_onnx
 from evaluators import top1
 from search import RunConfig, load_config, start_run
-from search.fronts import area_dominated, run_fronts
+from search.fronts import area_dominated, non_dominated, run_fronts
 from search.proxy import feature_layers, proxy_accuracy
 from search.recover import recover_front, recovered, recovery_steps
 from search.runs import resolve_devices, started_pool
 from search.store import Store
 from search.task import SearchTask, load_task
 
+from .machine import machine, measured_on, versions
 from .results_io import RESULTS, update_readme, write_atomically
 from .train_teacher import TEACHERS
 
@@ -71,27 +72,30 @@ FULL = {"mnist": Budget(64, 16, 30, 6), "cifar10": Budget(48, 16, 5, 6)}
 QUICK = {"mnist": Budget(16, 8, 1, 3, (0.3, 0.6))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.front_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="MNIST only, tiny budgets (checks the wiring)")
     parser.add_argument("--data", type=Path, default=DATA, help="the benchmark data folder (default ../shared/data)")
     parser.add_argument("--runs", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON and markdown")
     parser.add_argument("--render", action="store_true", help="measure nothing: write the tables again from the "
                                                               "last run's JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.render:
         record = json.loads((args.results / "front-quality.json").read_text())
         publish(record, args.results, "front-quality", readme=args.results == RESULTS)
         return
     budgets = QUICK if args.quick else FULL
-    started = time.perf_counter()
+    started, before = time.perf_counter(), machine()
     with tempfile.TemporaryDirectory(prefix="hilas-front-quality-") as scratch:
         runs = args.runs or Path(scratch)
         os.environ["HILAS_LATENCY_DB"] = str(runs / "latency.sqlite")  # nothing borrowed from earlier runs
         results = {name: compare(name, budget, args.data, runs / name) for name, budget in budgets.items()}
     command = "python -m benchmarks.front_quality" + (" --quick" if args.quick else "")
-    record = {"command": command, "seconds": time.perf_counter() - started, "machine": machine(),
+    record = {"command": command, "date": datetime.now().isoformat(timespec="seconds"),
+              "seconds": round(time.perf_counter() - started), "machine": {**before,
+                                                                        "load_average_after": machine()["load_average"]},
+              "versions": {**versions(), **{p: version(p) for p in ("torch-pruning", "pymoo")}},
               "seed": SEED, "device": DEVICE, "datasets": results}
     name = "front-quality-quick" if args.quick else "front-quality"
     write_atomically(args.results / f"{name}.json", json.dumps(record, indent=1) + "\n")
@@ -214,10 +218,7 @@ def flops_vs_latency(latency_run: Path, flops_run: Path, teacher_top1: float) ->
             points = run_fronts(run, store)[DEVICE].evaluated
         finally:
             store.close()
-        cost = (lambda p: p.flops) if name == "flops" else (lambda p: p.latency.median_ms)
-        fronts[name] = [p for p in points if not any(q.accuracy >= p.accuracy and cost(q) < cost(p)
-                                                     or q.accuracy > p.accuracy and cost(q) <= cost(p)
-                                                     for q in points)]
+        fronts[name] = non_dominated(points, cost=(lambda p: p.flops)) if name == "flops" else non_dominated(points)
     rows = []
     for points_below in POINTS_BELOW_TEACHER:
         target = teacher_top1 - points_below / 100
@@ -233,24 +234,17 @@ def best_within(pairs: list[tuple[float, float]], limit_ms: float | None) -> flo
     return max((acc for acc, ms in pairs if limit_ms is not None and ms <= limit_ms), default=None)
 
 
-def machine() -> dict:
-    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "load_average_end": os.getloadavg()[0],
-            "versions": {p: version(p) for p in ("torch", "torch-pruning", "onnxruntime", "pymoo", "ray")}}
-
-
 def markdown(record: dict) -> str:
-    m = record["machine"]
-    lines = [f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores; {m['platform']}; load average "
-             f"{m['load_average_end']:.2f} at the end), Python {m['python']}, "
-             + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-             + f"; device `{record['device']}`; seed {record['seed']}. Command: `{record['command']}` "
-               f"({record['seconds']:.0f} s).", ""]
+    v = record["versions"]
+    lines = [f"{measured_on(record)} Torch-Pruning {v['torch-pruning']}, pymoo {v['pymoo']}; device "
+             f"`{record['device']}`; seed {record['seed']}.", ""]
     for name, d in record["datasets"].items():
         b = d["budget"]
+        t = d["teacher"]
         lines += [f"**{name}**: teacher top-1 {100 * d['teacher_top1']:.2f} % on {d['validation_images']} validation "
-                  f"images, median {d['teacher_median_ms']:.4f} ms; {d['shots_per_class']} shots per class; "
+                  f"images, median {d['teacher_median_ms']:.4f} ms (trained for {t['epochs']} epochs on "
+                  f"{t['train_images']} images in {t['train_seconds']:.0f} s by `python -m benchmarks.train_teacher "
+                  f"{name}`, before this command); {d['shots_per_class']} shots per class; "
                   f"recovery: {b['recovery_epochs']} epoch(s) of distillation on the shots, at most {b['members']} "
                   f"members per front.", "",
                   "| method | evaluations | search s | recovery s | hypervolume | top-1 at 0.5x latency | "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +61,10 @@ def dominates(a: Point, b: Point) -> bool:
     return at_least and (a.accuracy > b.accuracy or a.latency.median_ms < b.latency.median_ms)
 
 
-def non_dominated(points: list[Point]) -> list[Point]:
-    """The Pareto set, fastest first; of equal (accuracy, latency) points the first id is kept."""
-    ordered = sorted(points, key=lambda p: (p.latency.median_ms, -p.accuracy, p.candidate))
+def non_dominated(points: list[Point], cost: Callable[[Point], float] = lambda p: p.latency.median_ms) -> list[Point]:
+    """The Pareto set in (accuracy, cost), cheapest first; of equal (accuracy, cost) points the first id is kept.
+    The cost is the median latency unless given (a FLOPs-steered search's front is in FLOPs)."""
+    ordered = sorted(points, key=lambda p: (cost(p), -p.accuracy, p.candidate))
     front: list[Point] = []
     for p in ordered:
         if not front or p.accuracy > front[-1].accuracy:

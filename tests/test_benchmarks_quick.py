@@ -82,3 +82,50 @@ def test_scaling_quick(tmp_path, readme_untouched):
         assert r["rate"] > 0 and r["ideal"] > 0 and r["efficiency"] > 0
         assert r["machine_cpu_busy"] is None or 0 <= r["machine_cpu_busy"] <= 1
     assert all(r["efficiency"] == pytest.approx(1.0) for r in rows if r["devices"] == 1)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_front_quality_quick(tmp_path, monkeypatch, readme_untouched):
+    """MNIST with tiny budgets: every method searched (or pruned), measured, recovered and tabled."""
+    from benchmarks import front_quality
+
+    if not (front_quality.DATA / "mnist-t10k").is_dir():
+        pytest.skip(f"real data is absent: {front_quality.DATA / 'mnist-t10k'} (see ../shared/data/README.md)")
+    monkeypatch.setenv("HILAS_LATENCY_DB", str(tmp_path / "unused.sqlite"))  # the command sets its own; restored
+    out = tmp_path / "results"
+    front_quality.main(["--quick", "--results", str(out), "--runs", str(tmp_path / "runs")])
+    saved = json.loads((out / "front-quality-quick.json").read_text())
+    _recorded(saved, "python -m benchmarks.front_quality --quick")
+    budget = front_quality.QUICK["mnist"]
+    mnist = saved["datasets"]["mnist"]
+    methods = mnist["methods"]
+    assert list(methods) == ["hilas", "random", "uniform-l1"]
+    assert methods["hilas"]["evaluations"] == methods["random"]["evaluations"] == budget.evaluations
+    assert [r["ratio"] for r in methods["uniform-l1"]["recovered"]] == list(budget.ratios)
+    for name, method in methods.items():
+        rows = method["recovered"]
+        assert 0 < len(rows) <= (budget.members if name != "uniform-l1" else len(budget.ratios)), name
+        assert all(0 <= r["top1_recovered"] <= 1 and r["median_ms"] > 0 for r in rows), name
+        assert 0 <= method["hypervolume"] < 1, name
+        for fraction, top1 in method["top1_at"].items():
+            fast = [r["top1_recovered"] for r in rows if r["median_ms"] <= float(fraction) * mnist["teacher_median_ms"]]
+            assert top1 == (max(fast) if fast else None), (name, fraction)
+    targets = [r["target_top1"] for r in mnist["flops_vs_latency"]]
+    assert targets == sorted(targets, reverse=True) and len(targets) == len(front_quality.POINTS_BELOW_TEACHER)
+    table = (out / "front-quality-quick.md").read_text()
+    assert table.startswith("# Front quality") and "hypervolume" in table
+
+
+def test_suite_times_each_step_and_stops_at_a_failure(tmp_path, capsys):
+    from benchmarks import suite
+
+    record = suite.run([["json.tool", "--help"], ["platform"]], "python -m benchmarks.suite --quick")
+    assert [s["step"] for s in record["steps"]] == ["python -m json.tool --help", "python -m platform"]
+    assert all(s["seconds"] >= 0 for s in record["steps"]) and record["seconds"] >= 0
+    assert record["command"] == "python -m benchmarks.suite --quick" and record["date"]
+    assert {"cpu", "cores", "load_average", "load_average_after"} <= set(record["machine"])
+    table = suite.write_results(record, tmp_path, readme=False)
+    assert "| `python -m platform` |" in table and (tmp_path / "suite-quick.json").exists()
+    with pytest.raises(SystemExit, match=r"`python -m json.tool /nonexistent/in.json` failed with exit status"):
+        suite.run([["json.tool", "/nonexistent/in.json"], ["platform"]], "python -m benchmarks.suite")

@@ -55,6 +55,7 @@ RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 LATENCY_FRACTIONS = (0.5, 0.7)
 POINTS_BELOW_TEACHER = (0.5, 1.0, 2.0, 5.0)  # accuracy targets of the FLOPs comparison
 POLL_TIMEOUT_S = 600.0
+TIE = 0.02  # latencies within 2 % of each other count as even in the FLOPs comparison's verdict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         results = {name: compare(name, budget, args.data, runs / name) for name, budget in budgets.items()}
     command = "python -m benchmarks.front_quality" + (" --quick" if args.quick else "")
     record = {"command": command, "date": datetime.now().isoformat(timespec="seconds"),
-              "seconds": round(time.perf_counter() - started), "machine": {**before,
-                                                                        "load_average_after": machine()["load_average"]},
+              "seconds": round(time.perf_counter() - started),
+              "machine": {**before, "load_average_after": machine()["load_average"]},
               "versions": {**versions(), **{p: version(p) for p in ("torch-pruning", "pymoo")}},
               "seed": SEED, "device": DEVICE, "datasets": results}
     name = "front-quality-quick" if args.quick else "front-quality"
@@ -265,11 +266,7 @@ def markdown(record: dict) -> str:
             ratio = f"{flo / lat:.2f}x" if lat and flo else "-"
             lines.append(f"| {100 * row['target_top1']:.2f} % (teacher - {row['points_below_teacher']}) | "
                          f"{ms(lat)} | {ms(flo)} | {ratio} |")
-        slower = [r for r in d["flops_vs_latency"] if r["latency_search_ms"] and r["flops_search_ms"]
-                  and r["flops_search_ms"] < r["latency_search_ms"]]
-        lines += ["", f"**The FLOPs-steered search finds a faster model at {len(slower)} of "
-                      f"{len(d['flops_vs_latency'])} targets.**" if slower else
-                  "The latency-steered search is as fast or faster at every target."]
+        lines += ["", flops_verdict(d["flops_vs_latency"])]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -280,7 +277,21 @@ def verdict(methods: dict) -> str:
     if best == "hilas":
         return "hilas's recovered front has the largest hypervolume."
     beaten_by = [m for m in methods if m != "hilas" and methods[m]["hypervolume"] > methods["hilas"]["hypervolume"]]
-    return f"**hilas loses here**: {' and '.join(beaten_by)} reach a larger hypervolume after recovery."
+    verb = "reaches" if len(beaten_by) == 1 else "reach"
+    return f"**hilas loses here**: {' and '.join(beaten_by)} {verb} a larger hypervolume after recovery."
+
+
+def flops_verdict(rows: list[dict]) -> str:
+    """At how many accuracy targets each search found the faster model; within TIE of each other counts as even."""
+    pairs = [(r["latency_search_ms"], r["flops_search_ms"]) for r in rows
+             if r["latency_search_ms"] and r["flops_search_ms"]]
+    flops_faster = sum(flo < lat * (1 - TIE) for lat, flo in pairs)
+    latency_faster = sum(lat < flo * (1 - TIE) for lat, flo in pairs)
+    even = len(pairs) - flops_faster - latency_faster
+    text = (f"Of {len(rows)} targets, the latency-steered search's model is faster at {latency_faster}, the "
+            f"FLOPs-steered search's at {flops_faster}, and at {even} the two are within {TIE:.0%} of each other")
+    text += f", and {len(rows) - len(pairs)} unreached by one of them." if len(pairs) < len(rows) else "."
+    return f"**{text}**" if flops_faster else text
 
 
 def percent(value: float | None) -> str:

@@ -101,7 +101,10 @@ def test_front_quality_quick(tmp_path, monkeypatch, readme_untouched):
     mnist = saved["datasets"]["mnist"]
     methods = mnist["methods"]
     assert list(methods) == ["hilas", "random", "uniform-l1"]
-    assert methods["hilas"]["evaluations"] == methods["random"]["evaluations"] == budget.evaluations
+    # distinct models scored: a search may try a model again (the same genome, or one that differs only in a
+    # dropped block's channels), which is scored once
+    for search in ("hilas", "random"):
+        assert budget.evaluations // 2 < methods[search]["evaluations"] <= budget.evaluations, search
     assert [r["ratio"] for r in methods["uniform-l1"]["recovered"]] == list(budget.ratios)
     for name, method in methods.items():
         rows = method["recovered"]

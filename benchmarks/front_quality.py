@@ -219,7 +219,7 @@ def flops_vs_latency(latency_run: Path, flops_run: Path, teacher_top1: float) ->
             points = run_fronts(run, store)[DEVICE].evaluated
         finally:
             store.close()
-        fronts[name] = non_dominated(points, cost=(lambda p: p.flops)) if name == "flops" else non_dominated(points)
+        fronts[name] = non_dominated(points, cost=lambda p: p.flops) if name == "flops" else non_dominated(points)
     rows = []
     for points_below in POINTS_BELOW_TEACHER:
         target = teacher_top1 - points_below / 100

@@ -24,10 +24,10 @@ from .machine import machine, measured_on, versions
 from .results_io import RESULTS, update_readme, write_atomically
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-TEACHERS = [["benchmarks.train_teacher", "mnist"], ["benchmarks.train_teacher", "cifar10"]]
-MEASUREMENTS = [["benchmarks.front_quality"], ["benchmarks.utilisation"], ["benchmarks.scaling"]]
-FULL = TEACHERS + MEASUREMENTS
-QUICK = TEACHERS[:1] + [step + ["--quick"] for step in MEASUREMENTS]
+TEACHER_STEPS = [["benchmarks.train_teacher", "mnist"], ["benchmarks.train_teacher", "cifar10"]]
+MEASUREMENT_STEPS = [["benchmarks.front_quality"], ["benchmarks.utilisation"], ["benchmarks.scaling"]]
+FULL = TEACHER_STEPS + MEASUREMENT_STEPS
+QUICK = TEACHER_STEPS[:1] + [step + ["--quick"] for step in MEASUREMENT_STEPS]
 
 
 def run(steps: list[list[str]], command: str) -> dict:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # task.py imports this module
     from .config import RunConfig
     from .task import SearchTask
 
-# 12 epochs of the sandwich rule (4 widths a step) on one thread: about a minute on a 2-core x86 machine (56 s measured).
+# 12 epochs of the sandwich rule (4 widths a step) on one thread: about a minute on 2 x86 cores (56 s measured).
 TRAINING = SupernetTraining(epochs=12)
 TRAINING_STEP = "training the binary supernet (epochs)"
 

@@ -120,7 +120,7 @@ def test_front_quality_quick(tmp_path, monkeypatch, readme_untouched):
     assert table.startswith("# Front quality") and "hypervolume" in table
 
 
-def test_suite_times_each_step_and_stops_at_a_failure(tmp_path, capsys):
+def test_suite_times_each_step_and_stops_at_a_failure(tmp_path):
     from benchmarks import suite
 
     record = suite.run([["json.tool", "--help"], ["platform"]], "python -m benchmarks.suite --quick")

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from devices import DeviceRegistry
+from evaluators import Recipe
 
 from .compare import Comparison, compare_runs
 from .config import RunConfig, load_config, validate
@@ -25,7 +26,7 @@ from .errors import UserError, user_errors
 from .export import export_candidate
 from .fronts import Front
 from .plot import plot_fronts
-from .recover import EPOCHS, recover_front
+from .recover import recover_front
 from .report import write_comparison, write_report
 from . import devices_cli, runs
 
@@ -101,14 +102,17 @@ def front_table(front: Front) -> Table:
     table = Table(title=f"Pareto front{' after recovery' if recovered else ''} on {front.device}: "
                         f"{len(front.points)} of {len(front.evaluated)} {'recovered' if recovered else 'evaluated'}, "
                         f"hypervolume {front.hypervolume:.3f}",
-                  caption="id: candidate (* the unpruned baseline); median: of the rounds' medians; rounds CV: "
-                          "their spread; p99, n and raw samples: --json and the store")
+                  caption="id: candidate (* the unpruned baseline"
+                          + ("; ° scored lower after distillation, so it kept the weights it had before" if recovered
+                             else "") + "); median: of the rounds' medians; rounds CV: their spread; p99, n and raw "
+                          "samples: --json and the store")
     for col in ("id", "top-1 %", "median ms", "p90 ms", "rounds CV %", "speed-up", "MFLOPs", "params"):
         table.add_column(col, justify="right")
     rows = ([base] if base else []) + [p for p in front.points if p is not base]
     for p in rows:
         speedup = f"{base.latency.median_ms / p.latency.median_ms:.2f}x" if base else "-"
-        table.add_row(f"{p.candidate}{'*' if p is base else ''}", f"{100 * p.accuracy:.1f}",
+        table.add_row(f"{p.candidate}{'*' if p is base else ''}{'°' if p.kept == 'before' else ''}",
+                      f"{100 * p.accuracy:.1f}",
                       f"{p.latency.median_ms:.4f}", f"{p.latency.p90_ms:.4f}", f"{100 * p.latency.rounds_cv:.1f}",
                       speedup, f"{p.flops / 1e6:.2f}", f"{p.params:,}")
     return table
@@ -238,20 +242,47 @@ def front_recover(run_dir: Path = typer.Argument(...),
                   device: Optional[str] = typer.Option(None, help="Recover this device's front only (default: "
                                                                   "every device's)."),
                   shots: Optional[int] = typer.Option(None, help="Few-shot images per class (default: the run's)."),
-                  epochs: int = typer.Option(EPOCHS, help="Passes of distillation over the few-shot images."),
                   members: Optional[int] = typer.Option(None, help="Recover at most this many members of each "
-                                                                   "front, evenly spaced along it (default: all).")):
+                                                                   "front, evenly spaced along it (default: all)."),
+                  recipe: list[str] = typer.Option([], "--recipe", "-r", metavar="KEY=VALUE",
+                                                   help="Change one setting of the distillation recipe; repeat for "
+                                                        "several: steps (300), lr (0.001), batch_size (64), "
+                                                        "temperature (4.0), batchnorm (train | frozen), shift (1/14 "
+                                                        "of the image), mixup (false), feature_weight (0.0)."),
+                  host: str = typer.Option("auto", help="Where to distil: auto (the host's CUDA GPU when torch "
+                                                        "sees one), cpu or cuda.")):
     """Fine-tune each front member by distillation from the original model on the few-shot images, score it on
-    the validation split, and store the front after recovery (resumable: recovered members are kept)."""
+    the validation split, and store the front after recovery (resumable: recovered members are kept). A member
+    that scores lower after distillation keeps the weights it had before."""
     with user_errors():
+        try:
+            chosen = Recipe.from_options(devices_cli.parse_assignments(recipe, "--recipe"))
+        except ValueError as e:
+            raise UserError(str(e)) from None
         with progress_bars() as progress:
-            fronts = recover_front(run_dir, device=device, shots=shots, epochs=epochs, members=members,
+            fronts = recover_front(run_dir, device=device, shots=shots, recipe=chosen, members=members, host=host,
                                    on_progress=progress.on_evaluation, on_train_epoch=progress.on_train_epoch)
         for front in fronts.values():
             if device is None or front.device == device:
                 out.print(front_table(front))
+        out.print(recovery_summary(run_dir))
         out.print(f"next: hilas front plot {run_dir} --accuracy both   |   hilas front show {run_dir} "
                   "--accuracy recovered --json")
+
+
+def recovery_summary(run_dir: Path) -> str:
+    """One line on the members recovered: seconds each, and how many kept the weights they started from."""
+    rows = runs.recovered(run_dir)
+    if not rows:
+        return "recovered: nothing"
+    seconds = sorted(r.seconds for r in rows if r.seconds is not None)
+    kept = sum(r.kept == "before" for r in rows)
+    line = f"recovered {len(rows)} members"
+    if seconds:
+        line += f", {seconds[len(seconds) // 2]:.0f} s each (median; {seconds[0]:.0f} to {seconds[-1]:.0f} s)"
+    if kept:
+        line += f"; {kept} scored lower after distillation and kept the weights they had before (marked °)"
+    return line
 
 
 @front_app.command("report")

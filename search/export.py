@@ -76,8 +76,11 @@ def export_candidate(run_dir: Path, candidate: int, out_dir: Path | None = None,
                             "export it with the version that ran the search")
         structure = describe_structure(space, chosen, cfg, tuple(task.example_input.shape))
         if weights == "recovered":
-            model, (accuracy, method) = recovered_model(run_dir, chosen, candidate), recovered
-            how = f"recovered by `hilas front recover` ({method})"
+            model, accuracy = recovered_model(run_dir, chosen, candidate), recovered.accuracy
+            how = f"recovered by `hilas front recover` ({recovered.method})"
+            if recovered.kept == "before":
+                how += ("; recovery scored lower than the weights it started from, so those were kept (the search's "
+                        "proxy treatment on the recovery's few-shot images)")
         else:
             layers = feature_layers(task.model, task.example_input) if cfg.proxy == "distillation" else []
             model, how = proxy_model(chosen.build(), task, cfg, layers), None

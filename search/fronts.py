@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,12 @@ class Point:
     latency: Latency
     params: int
     flops: int
+    kept: str | None = None  # after recovery: the weights it kept ("recovered", or "before" where recovery lost)
 
     def to_json(self) -> dict:
         lat = self.latency
         return {"candidate": self.candidate, "accuracy": self.accuracy,
+                **({"kept": self.kept} if self.kept else {}),
                 "latency_ms": {"median": lat.median_ms, "p90": lat.p90_ms, "p99": lat.p99_ms, "n": lat.n,
                                "cv": lat.cv, "rounds_cv": lat.rounds_cv, "round_medians": list(lat.round_medians_ms),
                                "drift": lat.drift, "runtime": lat.runtime},
@@ -98,22 +101,22 @@ def area_dominated(pairs: list[tuple[float, float]], reference_ms: float | None)
 def evaluated_points(store: Store, device: str) -> list[Point]:
     """Every candidate with a successful accuracy and a successful latency on `device` (summaries only:
     the raw samples stay in the store)."""
-    return _points(store, device, "accuracies a ON a.key = c.key AND a.status = 'ok'")
+    return _points(store, device, "accuracies a ON a.key = c.key AND a.status = 'ok'", "NULL")
 
 
 def recovered_points(store: Store, device: str) -> list[Point]:
-    """Like evaluated_points, with each candidate's accuracy after recovery; empty for a run that
-    recovered nothing."""
-    return _points(store, device, "recovered_accuracies a ON a.key = c.key")
+    """Like evaluated_points, with each candidate's accuracy after recovery (and which weights it kept); empty
+    for a run that recovered nothing."""
+    return _points(store, device, "recovered_accuracies a ON a.key = c.key", "a.kept")
 
 
-def _points(store: Store, device: str, accuracy_join: str) -> list[Point]:
-    sql = f"""SELECT c.candidate, c.key, c.arch_key, a.accuracy, l.latency, s.params, s.flops
+def _points(store: Store, device: str, accuracy_join: str, kept: str) -> list[Point]:
+    sql = f"""SELECT c.candidate, c.key, c.arch_key, a.accuracy, l.latency, s.params, s.flops, {kept}
               FROM candidates c JOIN {accuracy_join}
               JOIN latencies l ON l.arch_key = c.arch_key AND l.device = ? AND l.status = 'ok'
               JOIN structures s ON s.arch_key = c.arch_key ORDER BY c.candidate"""
-    return [Point(cid, key, arch, acc, Latency.from_record(lat, None), params, flops)
-            for cid, key, arch, acc, lat, params, flops in store.db.execute(sql, (device,))]
+    return [Point(cid, key, arch, acc, Latency.from_record(lat, None), params, flops, kept)
+            for cid, key, arch, acc, lat, params, flops, kept in store.db.execute(sql, (device,))]
 
 
 def run_fronts(run_dir: Path, store: Store, accuracy_kind: str = "proxy") -> dict[str, Front]:
@@ -121,11 +124,23 @@ def run_fronts(run_dir: Path, store: Store, accuracy_kind: str = "proxy") -> dic
     of the candidates `hilas front recover` recovered, at their accuracy after recovery."""
     if accuracy_kind not in ACCURACY_KINDS:
         raise ValueError(f"accuracy_kind must be one of {', '.join(ACCURACY_KINDS)}, got {accuracy_kind!r}")
-    points_of = recovered_points if accuracy_kind == "recovered" else evaluated_points
     baseline_key = store.get("baseline_key")
     out = {}
     for device in store.get("config")["devices"]:
-        points = points_of(store, device)
+        points = evaluated_points(store, device)
         baseline = next((p for p in points if p.key == baseline_key), None)
+        if accuracy_kind == "recovered":
+            points = recovered_points(store, device)
+            baseline = next((p for p in points if p.key == baseline_key), None) or original(baseline, store, points)
         out[device] = Front(str(run_dir), device, baseline, non_dominated(points), points, accuracy_kind)
     return out
+
+
+def original(baseline: Point | None, store: Store, recovered: list[Point]) -> Point | None:
+    """The baseline of a front after recovery that did not recover the unpruned model: the original model at its
+    own top-1 (what recovering it would give), so hypervolume and speed-ups have their reference; it is not
+    counted among the recovered points. None before anything was recovered."""
+    reference = store.get("reference_accuracy")
+    if baseline is None or not recovered or reference is None:
+        return None
+    return dataclasses.replace(baseline, accuracy=reference, kept="recovered")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from evaluators import distill, one_thread, recalibrate_batchnorm, top1
+from evaluators import Recipe, distill, one_thread, recalibrate_batchnorm, top1
 from spaces import find_blocks
 
 from .config import RunConfig
@@ -22,7 +22,7 @@ def proxy_model(model: nn.Module, task: SearchTask, cfg: RunConfig, layers: list
     (logits and the outputs of `layers`). On one thread, so an export reproduces the same weights."""
     if cfg.proxy == "distillation":
         with one_thread():
-            return distill(model, task.model, task.calibration_x, steps=cfg.distillation_steps, layers=layers)
+            return distill(model, task.model, task.calibration_x, Recipe(steps=cfg.distillation_steps), layers=layers)
     return recalibrate_batchnorm(model, task.calibration_x)
 
 

@@ -2,10 +2,13 @@
 
 The search scores candidates with a proxy (no weight fine-tuned, or a few distillation steps); this
 turns the chosen ones into models that are accurate. Each member starts from the weights the search
-scored (kept filters, folded drop adapters, BatchNorm re-estimated), learns the original model's
-logits and stage features on the few-shot images only (see `evaluators.distill`), and is scored on
-the run's validation split. Its structure, and so its latency, does not change: no device is needed.
-The unpruned baseline is the original model and is scored as it is.
+scored (kept filters, folded drop adapters, BatchNorm re-estimated: the proxy's treatment on the
+recovery's few-shot images), is distilled from the original model by a `Recipe` (see
+`evaluators.distill`; its defaults won the ablation in `benchmarks/recovery_ablation.py`) on the
+few-shot images only, and is scored on the run's validation split. A member that scores lower after
+distillation than before keeps the weights it started from (the store says so), so recovery only ever
+moves a front up. Its structure, and so its latency, does not change: no device is needed. The
+unpruned baseline is the original model and is scored as it is.
 
 Every result is written as soon as it is known (the weights under RUN_DIR/recovered/, the accuracy
 in the store), so an interrupted recovery goes on where it stopped; members already recovered with
@@ -14,8 +17,8 @@ the same settings are skipped.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import math
 import os
 import time
 from pathlib import Path
@@ -25,60 +28,66 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluators import distill, top1
+from evaluators import Recipe, distill, host_device, top1
 
 from .config import RunConfig
 from .errors import UserError
 from .fronts import Front, Point, run_fronts
-from .proxy import feature_layers
+from .proxy import feature_layers, proxy_model
 from .runs import open_run
 from .store import Store
 from .task import SearchTask, load_task, make_space
 
 RECOVERED_DIR = "recovered"
-EPOCHS = 30
-BATCH_SIZE = 32
 
 
-def recover_front(run_dir: Path, *, device: str | None = None, shots: int | None = None, epochs: int = EPOCHS,
-                  members: int | None = None, on_progress: Callable[[str, int, int], None] | None = None,
+def recover_front(run_dir: Path, *, device: str | None = None, shots: int | None = None,
+                  recipe: Recipe = Recipe(), members: int | None = None, host: str = "auto",
+                  on_progress: Callable[[str, int, int], None] | None = None,
                   on_train_epoch: Callable[[int, int], None] | None = None) -> dict[str, Front]:
     """Recover the members of the run's fronts (of one device, or all) and return the fronts after recovery.
 
     `shots` images per class (default: the run's) are drawn as the run drew its few-shot images, and
-    never from its validation split; `epochs` are passes over them. `members` caps how many members of
-    each front are recovered, spread evenly from the fastest to the most accurate (default: all).
+    never from its validation split. `members` caps how many members of each front are recovered, spread
+    evenly from the fastest to the most accurate (default: all). `host` is where the distillation runs:
+    "cuda" (the host's GPU), "cpu", or "auto" (the GPU when torch sees one).
     """
     run_dir = Path(run_dir)
     on_progress = on_progress or (lambda what, done, total: None)
-    if epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {epochs}")
+    try:
+        on = host_device(host)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     store = open_run(run_dir)
     try:
         cfg = RunConfig.from_dict(store.get("config"))
         if members is not None and members < 2:
             raise UserError(f"--members must be at least 2 (the fastest and the most accurate), got {members}")
         chosen = front_members(run_dir, store, device, members)
-        shots = shots or cfg.shots
+        shots = cfg.shots if shots is None else shots
         if shots < 1:
             raise UserError(f"--shots must be at least 1, got {shots}")
         task = recovery_task(run_dir, store, cfg, shots, on_train_epoch)
         space = make_space(task, cfg, run_dir=run_dir)
         layers = feature_layers(task.model, task.example_input)
-        steps = recovery_steps(task, epochs)
-        method = f"distillation: {shots} shots per class, {epochs} epochs"
-        store.set("recovery", {"method": method, "shots_per_class": shots, "epochs": epochs, "steps": steps,
+        method = recovery_method(shots, recipe)
+        store.set("recovery", {"method": method, "shots_per_class": shots, "recipe": dataclasses.asdict(recipe),
                                "few_shot": task.split["few_shot"]})
         (run_dir / RECOVERED_DIR).mkdir(exist_ok=True)
         for i, point in enumerate(chosen):
             done = store.recovered_accuracy(point.key)
-            if done is None or done[1] != method:
-                recover_member(store, space, task, point, layers, steps, method, run_dir,
+            if done is None or done.method != method:
+                recover_member(store, space, task, cfg, point, layers, recipe, method, run_dir, on,
                                lambda step, total: on_progress("distillation steps", step, total))
             on_progress("front members recovered", i + 1, len(chosen))
         return run_fronts(run_dir, store, "recovered")
     finally:
         store.close()
+
+
+def recovery_method(shots: int, recipe: Recipe) -> str:
+    """How members are recovered, in words: stored with each, so a change of settings recovers them again."""
+    return f"distillation on {shots} shots per class: {recipe.describe()}"
 
 
 def front_members(run_dir: Path, store: Store, device: str | None, limit: int | None = None) -> list[Point]:
@@ -120,9 +129,11 @@ def recovery_task(run_dir: Path, store: Store, cfg: RunConfig, shots: int,
     return task
 
 
-def recover_member(store: Store, space, task: SearchTask, point: Point, layers: list[str], steps: int, method: str,
-                   run_dir: Path, on_step: Callable[[int, int], None]) -> None:
-    """Distil one front member, save its weights, then store its accuracy on the validation split."""
+def recover_member(store: Store, space, task: SearchTask, cfg: RunConfig, point: Point, layers: list[str],
+                   recipe: Recipe, method: str, run_dir: Path, on: torch.device,
+                   on_step: Callable[[int, int], None]) -> None:
+    """Distil one front member, keep the better of its weights before and after, save them, then store its
+    accuracy on the validation split."""
     row = next(c for c in store.candidates() if c.key == point.key)
     candidate = space.decode(np.array([int(bit) for bit in row.genome], dtype=np.int64))
     if candidate.key != point.key:
@@ -130,27 +141,35 @@ def recover_member(store: Store, space, task: SearchTask, point: Point, layers: 
                         "recover it with the version that ran the search")
     start = time.perf_counter()
     model = candidate.build()
-    if point.key != store.get("baseline_key"):  # the unpruned model is the original: nothing to recover
-        model = recovered(model, task, layers, steps, on_step)
-    accuracy = top1(model, task.validation_x, task.validation_y)
+    if point.key == store.get("baseline_key"):  # the unpruned model is the original: nothing to recover
+        accuracy, before, kept = top1(model, task.validation_x, task.validation_y), None, "recovered"
+    else:
+        model, accuracy, before, kept = recovered_or_kept(proxy_model(model, task, cfg, layers), task, layers, recipe,
+                                                          on, on_step)
     path = recovered_weights(run_dir, point.candidate)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
-    store.add_recovered_accuracy(point.key, accuracy, method=method, seconds=time.perf_counter() - start)
+    store.add_recovered_accuracy(point.key, accuracy, method=method, before=before, kept=kept,
+                                 seconds=time.perf_counter() - start)
 
 
-def recovery_steps(task: SearchTask, epochs: int) -> int:
-    """Distillation steps for `epochs` passes over the task's few-shot images."""
-    return epochs * math.ceil(len(task.calibration_x) / BATCH_SIZE)
+def recovered_or_kept(start: nn.Module, task: SearchTask, layers: list[str], recipe: Recipe, on: torch.device,
+                      on_step: Callable[[int, int], None] | None = None) -> tuple[nn.Module, float, float, str]:
+    """`start` distilled by `recipe`, unless that scores lower on the validation split than `start` itself:
+    (the model kept, its top-1, the top-1 of `start`, which was kept: "recovered" or "before")."""
+    before = top1(start, task.validation_x, task.validation_y)
+    after = recovered(copy.deepcopy(start), task, layers, recipe, on, on_step)
+    accuracy = top1(after, task.validation_x, task.validation_y)
+    return (after, accuracy, before, "recovered") if accuracy >= before else (start, before, before, "before")
 
 
-def recovered(model: nn.Module, task: SearchTask, layers: list[str], steps: int,
-              on_step: Callable[[int, int], None] | None = None) -> nn.Module:
-    """The recovery recipe: `steps` steps of distillation from the task's model (logits and the outputs of
-    `layers`) on its few-shot images. Benchmarks apply it to models from elsewhere, so they compare alike."""
-    return distill(model, task.model, task.calibration_x, steps=steps, layers=layers, batch_size=BATCH_SIZE,
-                   progress=on_step)
+def recovered(model: nn.Module, task: SearchTask, layers: list[str], recipe: Recipe = Recipe(),
+              on: torch.device | str = "cpu", on_step: Callable[[int, int], None] | None = None) -> nn.Module:
+    """The recovery recipe applied to `model`: distillation from the task's model on its few-shot images
+    (and, where the recipe matches features, the outputs of `layers`). Benchmarks apply it to models from
+    elsewhere, so they compare alike."""
+    return distill(model, task.model, task.calibration_x, recipe, layers=layers, device=on, progress=on_step)
 
 
 def recovered_weights(run_dir: Path, candidate: int) -> Path:

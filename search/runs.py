@@ -16,7 +16,7 @@ from .config import RunConfig
 from .engine import Search, keep_host_off
 from .errors import UserError
 from .fronts import Front, run_fronts
-from .store import Store, is_run_dir
+from .store import RecoveredRow, Store, is_run_dir
 from .task import SearchTask, check_searchable, load_task, make_space
 
 
@@ -180,6 +180,16 @@ def fronts(run_dir: Path, accuracy_kind: str = "proxy") -> dict[str, Front]:
     store = open_run(run_dir)
     try:
         return run_fronts(Path(run_dir), store, accuracy_kind)
+    finally:
+        store.close()
+
+
+def recovered(run_dir: Path) -> list[RecoveredRow]:
+    """The candidates the run's latest `front recover` settings recovered."""
+    store = open_run(run_dir)
+    try:
+        latest = store.get("recovery")
+        return store.recovered(latest["method"]) if latest else []
     finally:
         store.close()
 

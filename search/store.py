@@ -17,7 +17,10 @@ from typing import Iterator
 from devices import Latency
 
 STORE_NAME = "run.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: recovered_accuracies gained `before` and `kept` (docs/CHANGELOG.md)
+MIGRATIONS = {2: ("ALTER TABLE recovered_accuracies ADD COLUMN before REAL",
+                  "ALTER TABLE recovered_accuracies ADD COLUMN kept TEXT NOT NULL DEFAULT 'recovered'")}
+KEPT = ("recovered", "before")  # which weights a recovered candidate kept: its recovered ones, or those before
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,7 +45,8 @@ CREATE TABLE IF NOT EXISTS latencies (
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY, evaluations INTEGER NOT NULL, hypervolume TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS recovered_accuracies (
-    key TEXT PRIMARY KEY, accuracy REAL NOT NULL, method TEXT NOT NULL, seconds REAL, created REAL NOT NULL);
+    key TEXT PRIMARY KEY, accuracy REAL NOT NULL, method TEXT NOT NULL, seconds REAL, created REAL NOT NULL,
+    before REAL, kept TEXT NOT NULL DEFAULT 'recovered');
 """
 
 
@@ -53,6 +57,18 @@ class CandidateRow:
     arch_key: str
     genome: str
     generation: int
+
+
+@dataclass(frozen=True)
+class RecoveredRow:
+    """A candidate after `front recover`: its top-1 with the weights it kept, how it was recovered, its top-1
+    before recovery, and which weights it kept ("recovered", or "before" where recovery scored lower)."""
+
+    accuracy: float
+    method: str
+    before: float | None
+    kept: str
+    seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -82,7 +98,28 @@ class Store:
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        schema = self.get("schema") if self._has_table("run") else None
+        if schema in MIGRATIONS:
+            self._migrate(schema)
         self.db.executescript(_SCHEMA)
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
+            is not None
+
+    def _migrate(self, schema: int) -> None:
+        """Bring a store of an older schema up to this one, in one transaction (all or nothing)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            while schema in MIGRATIONS:
+                for statement in MIGRATIONS[schema]:
+                    self.db.execute(statement)
+                schema += 1
+            self.db.execute("UPDATE run SET value = ? WHERE key = 'schema'", (json.dumps(schema),))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     @classmethod
     def create(cls, run_dir: Path, config: dict, split: dict) -> "Store":
@@ -157,17 +194,28 @@ class Store:
     def accuracy(self, key: str) -> tuple[str, float | None, str | None] | None:
         return self.db.execute("SELECT status, accuracy, message FROM accuracies WHERE key = ?", (key,)).fetchone()
 
-    def add_recovered_accuracy(self, key: str, accuracy: float, *, method: str,
-                               seconds: float | None = None) -> None:
+    def add_recovered_accuracy(self, key: str, accuracy: float, *, method: str, before: float | None = None,
+                               kept: str = "recovered", seconds: float | None = None) -> None:
         """Top-1 of a candidate after recovery (`method` says how, e.g. few-shot distillation), on the
-        same validation split as its proxy accuracy, which stays as it was. A candidate recovered again
-        (with other settings) keeps the latest result."""
-        self.db.execute("INSERT OR REPLACE INTO recovered_accuracies VALUES (?, ?, ?, ?, ?)",
-                        (key, accuracy, method, seconds, time.time()))
+        same validation split as its proxy accuracy, which stays as it was; `before` is its top-1 before
+        recovery and `kept` which weights it kept. A candidate recovered again (with other settings)
+        keeps the latest result."""
+        if kept not in KEPT:
+            raise ValueError(f"kept must be one of {', '.join(KEPT)}, got {kept!r}")
+        self.db.execute("INSERT OR REPLACE INTO recovered_accuracies (key, accuracy, method, seconds, created, "
+                        "before, kept) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (key, accuracy, method, seconds, time.time(), before, kept))
 
-    def recovered_accuracy(self, key: str) -> tuple[float, str] | None:
-        """(accuracy, method) of a recovered candidate, or None."""
-        return self.db.execute("SELECT accuracy, method FROM recovered_accuracies WHERE key = ?", (key,)).fetchone()
+    def recovered_accuracy(self, key: str) -> RecoveredRow | None:
+        """What recovery made of a candidate, or None if it was not recovered."""
+        row = self.db.execute("SELECT accuracy, method, before, kept, seconds FROM recovered_accuracies WHERE key = ?",
+                              (key,)).fetchone()
+        return RecoveredRow(*row) if row else None
+
+    def recovered(self, method: str) -> list[RecoveredRow]:
+        """Every candidate recovered by `method`."""
+        return [RecoveredRow(*row) for row in self.db.execute(
+            "SELECT accuracy, method, before, kept, seconds FROM recovered_accuracies WHERE method = ?", (method,))]
 
     def recovery_methods(self) -> list[str]:
         return [m for (m,) in self.db.execute("SELECT DISTINCT method FROM recovered_accuracies ORDER BY method")]

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 import search.recover
-from evaluators import distill, recalibrate_batchnorm, top1
+from evaluators import Recipe, distill, recalibrate_batchnorm, top1
 from search import RunConfig, UserError, export_candidate, fronts, load_model, start_run
 from search.cli import app
 from search.recover import recover_front, spread
@@ -63,9 +63,10 @@ def test_distillation_recovers_more_than_batchnorm_recalibration(trained_default
     masks = FilterMaskSpace(task.model, task.example_input, seed_ratios=(0.5,))
     half = ComposedSpace([masks]).decode(masks.seeds()[0])
     recalibrated = top1(recalibrate_batchnorm(half.build(), task.calibration_x), task.validation_x, task.validation_y)
-    distilled = top1(distill(half.build(), task.model, task.calibration_x, steps=40, layers=["stage1", "stage2"]),
-                     task.validation_x, task.validation_y)
-    assert distilled > recalibrated
+    for recipe in (Recipe(steps=40), Recipe(steps=40, batchnorm="frozen", mixup=True, feature_weight=1.0)):
+        distilled = top1(distill(half.build(), task.model, task.calibration_x, recipe, layers=["stage1", "stage2"]),
+                         task.validation_x, task.validation_y)
+        assert distilled > recalibrated, recipe
 
 
 def test_a_search_with_the_distillation_proxy_exports_the_model_it_scored(trained_default, tmp_path):
@@ -79,6 +80,9 @@ def test_a_search_with_the_distillation_proxy_exports_the_model_it_scored(traine
     assert "3 steps of distillation from the original model" in readme
 
 
+FEW_STEPS = Recipe(steps=4)  # the wiring is under test here, not the recipe (benchmarks/recovery_ablation)
+
+
 @pytest.fixture
 def run(finished_runs, trained_default, tmp_path):
     """A copy of a finished run (the session's runs stay as they are for other tests)."""
@@ -90,32 +94,33 @@ def test_recovery_scores_every_front_member_and_resumes_where_it_stopped(run, mo
     recovered = []
     original = search.recover.recover_member
 
-    def counting(store, space, task, point, *args):
+    def counting(store, space, task, cfg, point, *args):
         recovered.append(point.key)
-        original(store, space, task, point, *args)
+        original(store, space, task, cfg, point, *args)
         if len(recovered) == 2:
             raise KeyboardInterrupt  # the user stops it after two members
 
     monkeypatch.setattr(search.recover, "recover_member", counting)
     with pytest.raises(KeyboardInterrupt):
-        recover_front(run, epochs=1)
+        recover_front(run, recipe=FEW_STEPS)
     store = Store.open(run)
     first = {k: store.recovered_accuracy(k) for k in recovered}
     assert all(first.values()) and len(list((run / "recovered").glob("*.pt"))) == 2
     store.close()
 
-    result = recover_front(run, epochs=1)
+    result = recover_front(run, recipe=FEW_STEPS)
     assert sorted(recovered) == sorted(members) and len(recovered) == len(members)  # nothing twice
     store = Store.open(run)
     assert {k: store.recovered_accuracy(k) for k in first} == first
-    assert store.get("recovery")["method"] == "distillation: 10 shots per class, 1 epochs"
+    assert store.get("recovery")["method"] == f"distillation on 10 shots per class: {FEW_STEPS.describe()}"
+    assert store.get("recovery")["recipe"]["steps"] == FEW_STEPS.steps
     store.close()
     for device, front in result.items():
         assert front.accuracy_kind == "recovered" and front.points and {p.key for p in front.evaluated} <= members
 
-    recover_front(run, epochs=1)  # all done with these settings: nothing to do
+    recover_front(run, recipe=FEW_STEPS)  # all done with these settings: nothing to do
     assert len(recovered) == len(members)
-    recover_front(run, epochs=2)  # other settings: every member again
+    recover_front(run, recipe=Recipe(steps=5))  # other settings: every member again
     assert len(recovered) == 2 * len(members)
 
 
@@ -123,9 +128,10 @@ def test_front_recover_show_and_plot_through_the_command_line(run, tmp_path):
     runner = CliRunner()
     before = runner.invoke(app, ["front", "show", str(run), "--accuracy", "recovered"])
     assert before.exit_code == 2 and "no recovered front yet" in before.output
-    result = runner.invoke(app, ["front", "recover", str(run), "--device", "sim", "--epochs", "1"])
+    result = runner.invoke(app, ["front", "recover", str(run), "--device", "sim", "--recipe", "steps=4",
+                                 "-r", "lr=0.0005", "--host", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "Pareto front after recovery on sim" in result.output
+    assert "Pareto front after recovery on sim" in result.output and "s each (median" in result.output
     shown = runner.invoke(app, ["front", "show", str(run), "--device", "sim", "--accuracy", "recovered", "--json"])
     data = json.loads(shown.output)
     assert data["accuracy_kind"] == "recovered" and data["front"]
@@ -137,9 +143,9 @@ def test_export_takes_the_recovered_weights_once_there_are_some(run, tmp_path):
     member = next(p for f in fronts(run).values() for p in f.points if p is not f.baseline)
     with pytest.raises(UserError, match="has not been recovered"):
         export_candidate(run, member.candidate, tmp_path / "none", weights="recovered")
-    recover_front(run, epochs=1)
+    recover_front(run, recipe=FEW_STEPS)
     store = Store.open(run)
-    recovered, _ = store.recovered_accuracy(member.key)
+    recovered = store.recovered_accuracy(member.key).accuracy
     store.close()
     task = load_task(RunConfig())
     default = load_model(export_candidate(run, member.candidate, tmp_path / "recovered"))
@@ -154,3 +160,64 @@ def test_export_takes_the_recovered_weights_once_there_are_some(run, tmp_path):
 def test_a_capped_recovery_spreads_its_members_along_the_front_keeping_both_ends():
     assert spread(list(range(10)), 4) == [0, 3, 6, 9]
     assert spread(list(range(3)), 4) == [0, 1, 2] and spread(list(range(5)), None) == list(range(5))
+
+
+def test_a_member_that_recovery_would_hurt_keeps_its_weights_and_exports_them(run, tmp_path):
+    """A recipe that wrecks the weights (a learning rate of 10): every pruned member keeps the weights it had
+    before, the store and the table say so, and the export reproduces that accuracy."""
+    fronts_after = recover_front(run, recipe=Recipe(steps=3, lr=10.0), device="sim")
+    store = Store.open(run)
+    try:
+        rows = {p.key: store.recovered_accuracy(p.key) for p in fronts_after["sim"].evaluated}
+        baseline_key = store.get("baseline_key")
+    finally:
+        store.close()
+    pruned = {k: r for k, r in rows.items() if k != baseline_key}
+    assert pruned and all(r.kept == "before" and r.accuracy == r.before for r in pruned.values())
+    proxy = {p.key: p.accuracy for p in fronts(run)["sim"].evaluated}
+    assert all(r.accuracy == proxy[k] for k, r in pruned.items())  # the proxy's weights, on the same images
+    member = next(p for p in fronts_after["sim"].evaluated if p.key != baseline_key)
+    assert member.kept == "before"
+    exported = export_candidate(run, member.candidate, tmp_path / "x")
+    assert "so those were kept" in (exported / "README.md").read_text()
+    shown = CliRunner().invoke(app, ["front", "show", str(run), "--device", "sim", "--accuracy", "recovered"])
+    assert f"{member.candidate}°" in shown.output and "kept the weights it had before" in shown.output
+
+
+def test_the_recovered_front_has_the_original_as_baseline_when_it_was_not_recovered(run, monkeypatch):
+    """Only pruned members recovered: the front after recovery still has the unpruned model (at its own top-1) to
+    measure hypervolume and speed-ups against."""
+    store = Store.open(run)
+    baseline_key, reference = store.get("baseline_key"), store.get("reference_accuracy")
+    store.close()
+    original_members = search.recover.front_members
+    monkeypatch.setattr(search.recover, "front_members", lambda *args: [
+        p for p in original_members(*args) if p.key != baseline_key])
+    front = recover_front(run, recipe=FEW_STEPS, device="sim")["sim"]
+    assert front.baseline is not None and front.baseline.key == baseline_key
+    assert front.baseline.accuracy == reference and front.hypervolume > 0
+    shown = CliRunner().invoke(app, ["front", "show", str(run), "--device", "sim", "--accuracy", "recovered"])
+    assert shown.exit_code == 0 and "x │" in shown.output and "hypervolume 0.000" not in shown.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--recipe", "step=3"], "unknown recovery recipe setting 'step'"),
+    (["--recipe", "steps=1.5"], "must be a whole number"),
+    (["--recipe", "batchnorm=sometimes"], "batchnorm must be one of train, frozen"),
+    (["--recipe", "steps"], "write KEY=VALUE"),
+    (["--host", "tpu"], "host device must be one of auto, cpu, cuda"),
+    (["--members", "1"], "--members must be at least 2"),
+])
+def test_front_recover_refuses_bad_settings_in_one_line(run, args, message):
+    result = CliRunner().invoke(app, ["front", "recover", str(run), *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (run / "recovered").exists()
+
+
+def test_recovery_recipes_read_from_options():
+    assert Recipe.from_options({"steps": 600, "lr": 3e-4, "mixup": True}) == Recipe(steps=600, lr=3e-4, mixup=True)
+    assert Recipe.from_options({"lr": 1}).lr == 1.0 and isinstance(Recipe.from_options({"lr": 1}).lr, float)
+    with pytest.raises(ValueError, match="must be true or false"):
+        Recipe.from_options({"mixup": 1})
+    with pytest.raises(ValueError, match="steps >= 0"):
+        Recipe(steps=-1)

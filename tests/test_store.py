@@ -65,6 +65,32 @@ def test_a_store_of_another_schema_is_refused(store, tmp_path):
         Store.open(tmp_path / "run")
 
 
+def test_a_store_of_schema_2_is_migrated_and_keeps_its_recovered_accuracies(tmp_path):
+    """Schema 2 stored recovered accuracies without `before` and `kept`: opened now, the file gains both
+    columns (its rows kept their recovered weights) and reads as schema 3."""
+    run = tmp_path / "old"
+    run.mkdir()
+    db = sqlite3.connect(run / "run.sqlite")
+    db.executescript("""CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE recovered_accuracies (key TEXT PRIMARY KEY, accuracy REAL NOT NULL, method TEXT NOT NULL,
+                                           seconds REAL, created REAL NOT NULL);
+        INSERT INTO run VALUES ('schema', '2'), ('config', '{"devices": ["cpu"]}');
+        INSERT INTO recovered_accuracies VALUES ('k', 0.75, 'distillation: 10 shots per class, 1 epochs', 2.0, 0);""")
+    db.commit()
+    db.close()
+    store = Store.open(run)
+    try:
+        assert store.get("schema") == 3
+        row = store.recovered_accuracy("k")
+        assert (row.accuracy, row.before, row.kept, row.seconds) == (0.75, None, "recovered", 2.0)
+        store.add_recovered_accuracy("k2", 0.5, method="m", before=0.6, kept="before")
+        assert store.recovered("m")[0].kept == "before"
+        with pytest.raises(ValueError, match="kept must be one of"):
+            store.add_recovered_accuracy("k3", 0.5, method="m", kept="mine")
+    finally:
+        store.close()
+
+
 def test_journal_is_append_only(store):
     store.add_accuracy("k", 0.5)
     with pytest.raises(sqlite3.IntegrityError):

@@ -12,9 +12,13 @@ For each dataset (the teachers and their data: `benchmarks/train_teacher.py`), o
 - **FLOPs**: NSGA-II steered by FLOPs instead of latency (`[search] objective = "flops"`); its front (in
   FLOPs) is then looked up in the latencies the run measured.
 
-The fronts of hilas, random and uniform L1 are recovered by the same recipe (`search.recover.recovered`:
-distillation from the teacher on the few-shot images only; at most `members` members per front, spread
-along it) and scored on the validation split. Hypervolume is taken in (error, latency / teacher latency)
+The fronts of hilas, random and uniform L1 are recovered by hilas's recipe (`hilas front recover`'s:
+distillation from the teacher on the few-shot images only, a member keeping its weights where that
+scores lower; at most `members` members per front, spread along it) and scored on the validation split.
+The members of hilas's front and the uniform-L1 models are also recovered by the plain loop of
+`benchmarks.baselines` (what a careful user writes in twenty lines), from the same starting weights, so
+the table separates what the search finds (hilas against uniform L1 under one recipe) from what
+recovery adds (one set of models under the two recipes). Hypervolume is taken in (error, latency / teacher latency)
 up to (1.0, 1.0): the reference point is error 1.0 at the teacher's median latency on the device.
 """
 
@@ -31,19 +35,20 @@ from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
-import torch
+import numpy as np
 from torch import nn
 
 from devices import export_onnx
-from evaluators import top1
+from evaluators import Recipe, recalibrate_batchnorm, top1
 from search import RunConfig, load_config, start_run
 from search.fronts import area_dominated, non_dominated, run_fronts
-from search.proxy import feature_layers, proxy_accuracy
-from search.recover import recover_front, recovered, recovery_steps
+from search.proxy import feature_layers, proxy_accuracy, proxy_model
+from search.recover import recover_front, recovered_or_kept
 from search.runs import resolve_devices, started_pool
 from search.store import Store
-from search.task import SearchTask, load_task
+from search.task import SearchTask, load_task, make_space
 
+from .baselines import PLAIN_STEPS, plain_distillation, plain_loop, pruned_uniformly
 from .machine import machine, measured_on, versions
 from .results_io import RESULTS, update_readme, write_atomically
 from .train_teacher import TEACHERS
@@ -64,13 +69,14 @@ class Budget:
 
     evaluations: int
     population: int
-    recovery_epochs: int
     members: int  # front members recovered per method
     ratios: tuple[float, ...] = RATIOS
+    recipe: Recipe = Recipe()  # hilas's recovery
+    plain_steps: int = PLAIN_STEPS  # the plain loop's
 
 
-FULL = {"mnist": Budget(64, 16, 30, 6), "cifar10": Budget(48, 16, 5, 6)}
-QUICK = {"mnist": Budget(16, 8, 1, 3, (0.3, 0.6))}
+FULL = {"mnist": Budget(64, 16, 6), "cifar10": Budget(48, 16, 6)}
+QUICK = {"mnist": Budget(16, 8, 3, (0.3, 0.6), Recipe(steps=10), 10)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +128,9 @@ def compare(dataset: str, budget: Budget, data_dir: Path, runs: Path) -> dict:
     methods = {"hilas": searched(cfg, runs / "hilas", budget),
                "random": searched(dataclasses.replace(cfg, algorithm="random"), runs / "random", budget)}
     teacher_ms = methods["hilas"]["teacher_median_ms"]
-    methods["uniform-l1"] = uniform_l1(cfg, task, budget)
+    methods = {"hilas": methods["hilas"], "hilas, plain loop": None, "random": methods["random"]}
+    methods["hilas, plain loop"] = plain_recovered(cfg, task, runs / "hilas", methods["hilas"], budget)
+    methods["uniform-l1"], methods["uniform-l1, plain loop"] = uniform_l1(cfg, task, budget)
     flops_run = searched(dataclasses.replace(cfg, objective="flops"), runs / "flops", budget, recover=False)
     for result in methods.values():
         pairs = [(p["top1_recovered"], p["median_ms"]) for p in result["recovered"]]
@@ -152,43 +160,65 @@ def searched(cfg: RunConfig, run_dir: Path, budget: Budget, recover: bool = True
                                "median_ms": p.latency.median_ms} for p in front.points]}
     if recover:
         start = time.perf_counter()
-        after = recover_front(run_dir, device=DEVICE, epochs=budget.recovery_epochs, members=budget.members)[DEVICE]
+        after = recover_front(run_dir, device=DEVICE, recipe=budget.recipe, members=budget.members, host="cpu")[DEVICE]
         result["recovery_seconds"] = time.perf_counter() - start
         proxy = {p.key: p.accuracy for p in front.evaluated}
         result["recovered"] = [{"candidate": p.candidate, "top1_proxy": proxy[p.key], "top1_recovered": p.accuracy,
+                                "kept": p.kept, "baseline": after.baseline is not None and p.key == after.baseline.key,
                                 "median_ms": p.latency.median_ms} for p in after.evaluated]
     return result
 
 
-def uniform_l1(cfg: RunConfig, task: SearchTask, budget: Budget) -> dict:
+def plain_recovered(cfg: RunConfig, task: SearchTask, run_dir: Path, searched_: dict, budget: Budget) -> dict:
+    """The members `front recover` recovered in a search (run with `cfg`), recovered by the plain loop instead,
+    from the weights the search scored (the unpruned model is the teacher, as it is)."""
+    start = time.perf_counter()
+    chosen = {r["candidate"]: r for r in searched_["recovered"]}
+    layers = feature_layers(task.model, task.example_input) if cfg.proxy == "distillation" else []
+    store = Store.open(run_dir)
+    try:
+        space = make_space(task, cfg, run_dir=run_dir)
+        baseline_key = store.get("baseline_key")
+        rows = []
+        for row in (c for c in store.candidates() if c.candidate in chosen):
+            model = space.decode(np.array([int(bit) for bit in row.genome], dtype=np.int64)).build()
+            if row.key != baseline_key:
+                model = plain_distillation(proxy_model(model, task, cfg, layers), task.model, task.calibration_x,
+                                           budget.plain_steps)
+            rows.append({**chosen[row.candidate], "top1_recovered": top1(model, task.validation_x, task.validation_y),
+                         "kept": None})
+    finally:
+        store.close()
+    return {"evaluations": searched_["evaluations"], "search_seconds": searched_["search_seconds"],
+            "recovery_seconds": time.perf_counter() - start, "recovered": rows}
+
+
+def uniform_l1(cfg: RunConfig, task: SearchTask, budget: Budget) -> tuple[dict, dict]:
     """Torch-Pruning's L1 magnitude pruner at each ratio, every layer alike; each model measured on the
-    device, scored by the search's proxy and recovered by the same recipe."""
+    device, scored by the search's proxy, and recovered by hilas's recipe (as `front recover` recovers a member)
+    and, from the same pruned weights, by the plain loop."""
     start = time.perf_counter()
     models = {ratio: pruned_uniformly(task.model, task.example_input, ratio) for ratio in budget.ratios}
     latencies = measured(cfg, {f"uniform-l1-{ratio}": model for ratio, model in models.items()}, task)
     search_s = time.perf_counter() - start
-    start = time.perf_counter()
     layers = feature_layers(task.model, task.example_input)
-    steps = recovery_steps(task, budget.recovery_epochs)
-    rows = []
+    rows: dict[str, list[dict]] = {"hilas": [], "plain": []}
+    seconds = {"hilas": 0.0, "plain": 0.0}
     for ratio, model in models.items():
         proxy = proxy_accuracy(copy.deepcopy(model), task, cfg, [])
-        after = top1(recovered(model, task, layers, steps), task.validation_x, task.validation_y)
-        rows.append({"ratio": ratio, "top1_proxy": proxy, "top1_recovered": after,
-                     "median_ms": latencies[f"uniform-l1-{ratio}"]})
-    return {"evaluations": len(models), "search_seconds": search_s, "recovery_seconds": time.perf_counter() - start,
-            "recovered": rows}
-
-
-def pruned_uniformly(model: nn.Module, example_input: torch.Tensor, ratio: float) -> nn.Module:
-    """A copy of `model` with `ratio` of every layer's channels removed by L1 norm (the classifier's outputs kept)."""
-    import torch_pruning as tp
-
-    pruned = copy.deepcopy(model).eval()
-    classifier = [m for m in pruned.modules() if isinstance(m, nn.Linear)][-1:]
-    tp.pruner.MagnitudePruner(pruned, example_input, importance=tp.importance.MagnitudeImportance(p=1),
-                              pruning_ratio=ratio, ignored_layers=classifier).step()
-    return pruned
+        common = {"ratio": ratio, "top1_proxy": proxy, "median_ms": latencies[f"uniform-l1-{ratio}"]}
+        start = time.perf_counter()
+        _, after, _, kept = recovered_or_kept(recalibrate_batchnorm(copy.deepcopy(model), task.calibration_x), task,
+                                              layers, budget.recipe, "cpu")
+        seconds["hilas"] += time.perf_counter() - start
+        rows["hilas"].append({**common, "top1_recovered": after, "kept": kept})
+        start = time.perf_counter()
+        plain = plain_distillation(model, task.model, task.calibration_x, budget.plain_steps)
+        seconds["plain"] += time.perf_counter() - start
+        rows["plain"].append({**common, "top1_recovered": top1(plain, task.validation_x, task.validation_y),
+                              "kept": None})
+    return tuple({"evaluations": len(models), "search_seconds": search_s, "recovery_seconds": seconds[recipe],
+                  "recovered": rows[recipe]} for recipe in ("hilas", "plain"))
 
 
 def measured(cfg: RunConfig, models: dict[str, nn.Module], task: SearchTask) -> dict[str, float]:
@@ -246,8 +276,9 @@ def markdown(record: dict) -> str:
                   f"images, median {d['teacher_median_ms']:.4f} ms (trained for {t['epochs']} epochs on "
                   f"{t['train_images']} images in {t['train_seconds']:.0f} s by `python -m benchmarks.train_teacher "
                   f"{name}`, before this command); {d['shots_per_class']} shots per class; "
-                  f"recovery: {b['recovery_epochs']} epoch(s) of distillation on the shots, at most {b['members']} "
-                  f"members per front.", "",
+                  f"at most {b['members']} members recovered per front; hilas's recipe: "
+                  f"{Recipe(**b['recipe']).describe()}, each member keeping its weights where that scores lower; "
+                  f"the plain loop: {plain_loop(b['plain_steps'])}.", "",
                   "| method | evaluations | search s | recovery s | hypervolume | top-1 at 0.5x latency | "
                   "top-1 at 0.7x latency |", "|---|---:|---:|---:|---:|---:|---:|"]
         best = max(r["hypervolume"] for r in d["methods"].values())
@@ -256,7 +287,7 @@ def markdown(record: dict) -> str:
             lines.append(f"| {method} | {r['evaluations']} | {r['search_seconds']:.0f} | {r['recovery_seconds']:.0f} | "
                          f"{'**' + hv + '**' if r['hypervolume'] == best else hv} | {percent(r['top1_at']['0.5'])} | "
                          f"{percent(r['top1_at']['0.7'])} |")
-        lines += ["", verdict(d["methods"])]
+        lines += ["", verdict(d["methods"]), "", recovery_verdict(d["methods"])]
         lines += ["", f"Measured latency at matched accuracy (proxy accuracy, {name}): the fastest model on each "
                       "search's own front that reaches the target.", "",
                   "| target top-1 | latency-steered search ms | FLOPs-steered search ms | FLOPs / latency |",
@@ -279,6 +310,19 @@ def verdict(methods: dict) -> str:
     beaten_by = [m for m in methods if m != "hilas" and methods[m]["hypervolume"] > methods["hilas"]["hypervolume"]]
     verb = "reaches" if len(beaten_by) == 1 else "reach"
     return f"**hilas loses here**: {' and '.join(beaten_by)} {verb} a larger hypervolume after recovery."
+
+
+def recovery_verdict(methods: dict) -> str:
+    """What hilas's recipe adds over the plain loop on the same models: hypervolume of both fronts, and per
+    uniform-L1 structure the margin in top-1."""
+    hv = {m: methods[m]["hypervolume"] for m in ("hilas", "hilas, plain loop", "uniform-l1", "uniform-l1, plain loop")}
+    margins = [(a["ratio"], a["top1_recovered"] - b["top1_recovered"]) for a, b in
+               zip(methods["uniform-l1"]["recovered"], methods["uniform-l1, plain loop"]["recovered"])]
+    text = (f"Recovery, same models: hilas's recipe against the plain loop gives hypervolume {hv['hilas']:.3f} against "
+            f"{hv['hilas, plain loop']:.3f} on hilas's front and {hv['uniform-l1']:.3f} against "
+            f"{hv['uniform-l1, plain loop']:.3f} on uniform L1's; top-1 margin per uniform-L1 structure (points): "
+            + ", ".join(f"{ratio:.0%} {100 * m:+.2f}" for ratio, m in margins) + ".")
+    return f"**{text}**" if min(m for _, m in margins) < 0 else text
 
 
 def flops_verdict(rows: list[dict]) -> str:

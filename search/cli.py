@@ -246,7 +246,7 @@ def front_recover(run_dir: Path = typer.Argument(...),
                                                                    "front, evenly spaced along it (default: all)."),
                   recipe: list[str] = typer.Option([], "--recipe", "-r", metavar="KEY=VALUE",
                                                    help="Change one setting of the distillation recipe; repeat for "
-                                                        "several: steps (300), lr (0.001), batch_size (64), "
+                                                        "several: steps (300), lr (0.003), batch_size (64), "
                                                         "temperature (4.0), batchnorm (train | frozen), shift (1/14 "
                                                         "of the image), mixup (false), feature_weight (0.0)."),
                   host: str = typer.Option("auto", help="Where to distil: auto (the host's CUDA GPU when torch "

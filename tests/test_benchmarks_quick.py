@@ -100,15 +100,23 @@ def test_front_quality_quick(tmp_path, monkeypatch, readme_untouched):
     budget = front_quality.QUICK["mnist"]
     mnist = saved["datasets"]["mnist"]
     methods = mnist["methods"]
-    assert list(methods) == ["hilas", "random", "uniform-l1"]
+    assert list(methods) == ["hilas", "hilas, plain loop", "random", "uniform-l1", "uniform-l1, plain loop"]
+    # the plain loop recovers the very models hilas's recipe recovered
+    assert [r["candidate"] for r in methods["hilas, plain loop"]["recovered"]] == \
+        [r["candidate"] for r in methods["hilas"]["recovered"]]
+    assert [r["ratio"] for r in methods["uniform-l1, plain loop"]["recovered"]] == list(budget.ratios)
+    # hilas's recovery never leaves a model below where it started
+    for name in ("hilas", "uniform-l1"):
+        assert all(r["top1_recovered"] >= r["top1_proxy"] for r in methods[name]["recovered"]
+                   if not r.get("baseline")), name
     # distinct models scored: a search may try a model again (the same genome, or one that differs only in a
     # dropped block's channels), which is scored once
-    for search in ("hilas", "random"):
+    for search in ("hilas", "hilas, plain loop", "random"):
         assert budget.evaluations // 2 < methods[search]["evaluations"] <= budget.evaluations, search
     assert [r["ratio"] for r in methods["uniform-l1"]["recovered"]] == list(budget.ratios)
     for name, method in methods.items():
         rows = method["recovered"]
-        assert 0 < len(rows) <= (budget.members if name != "uniform-l1" else len(budget.ratios)), name
+        assert 0 < len(rows) <= (len(budget.ratios) if name.startswith("uniform-l1") else budget.members), name
         assert all(0 <= r["top1_recovered"] <= 1 and r["median_ms"] > 0 for r in rows), name
         assert 0 <= method["hypervolume"] < 1, name
         for fraction, top1 in method["top1_at"].items():
@@ -117,7 +125,7 @@ def test_front_quality_quick(tmp_path, monkeypatch, readme_untouched):
     targets = [r["target_top1"] for r in mnist["flops_vs_latency"]]
     assert targets == sorted(targets, reverse=True) and len(targets) == len(front_quality.POINTS_BELOW_TEACHER)
     table = (out / "front-quality-quick.md").read_text()
-    assert table.startswith("# Front quality") and "hypervolume" in table
+    assert table.startswith("# Front quality") and "hypervolume" in table and "Recovery, same models" in table
 
 
 def test_suite_times_each_step_and_stops_at_a_failure(tmp_path):

@@ -33,10 +33,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-import devices
-from devices.host import cpu_model, host_state
-from devices.tvm_cpu import TvmCpuAgent
-from spaces.binary import BiRealNet
+from hilas import devices
+from hilas.devices.host import cpu_model, host_state
+from hilas.devices.tvm_cpu import TvmCpuAgent
+from hilas.spaces.binary import BiRealNet
 
 from .results_io import RESULTS, update_readme, write_atomically
 
@@ -132,7 +132,7 @@ def host_rows(pairs: list[tuple[str, devices.ModelArtifact, devices.ModelArtifac
 
 
 def board_rows(pairs: list[tuple[str, devices.ModelArtifact, devices.ModelArtifact]], cache: str) -> tuple[list[dict], dict]:
-    from devices.ssh_tvm import SshTvmAgent
+    from hilas.devices.ssh_tvm import SshTvmAgent
     from tests.board import emulated
 
     with emulated.running(emulated.build()) as board:

@@ -26,10 +26,10 @@ from datetime import datetime
 
 import torch
 
-import devices
-from devices.host import cpu_model, host_state
-from devices.ssh_tvm import SshTvmAgent
-from evaluators.default import DigitsResNet
+from hilas import devices
+from hilas.devices.host import cpu_model, host_state
+from hilas.devices.ssh_tvm import SshTvmAgent
+from hilas.evaluators.default import DigitsResNet
 
 from .results_io import RESULTS, update_readme, write_atomically
 

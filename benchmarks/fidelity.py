@@ -31,8 +31,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-import devices
-from devices.host import cpu_model, host_state
+from hilas import devices
+from hilas.devices.host import cpu_model, host_state
 
 from .fidelity_models import MODELS, QUICK_MODELS, ModelSpec, build, example_input
 from .results_io import README, RESULTS, update_readme, write_atomically
@@ -103,7 +103,7 @@ def make_agent(device: str) -> devices.DeviceAgent:
     if device == "local-cpu":
         return devices.OnnxRuntimeCpuAgent()
     try:
-        from devices.cuda import CudaAgent
+        from hilas.devices.cuda import CudaAgent
     except ImportError as e:
         raise SystemExit(f"fidelity: cannot load the cuda agent: {e}") from e
     return CudaAgent(runtime="torch")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from evaluators.default import DigitsResNet
+from hilas.evaluators.default import DigitsResNet
 
 SEED = 0
 N_CLASSES = 10

@@ -38,15 +38,15 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from devices import export_onnx
-from evaluators import Recipe, recalibrate_batchnorm, top1
-from search import RunConfig, load_config, start_run
-from search.fronts import area_dominated, non_dominated, run_fronts
-from search.proxy import feature_layers, proxy_accuracy, proxy_model
-from search.recover import recover_front, recovered_or_kept
-from search.runs import resolve_devices, started_pool
-from search.store import Store
-from search.task import SearchTask, load_task, make_space
+from hilas.devices import export_onnx
+from hilas.evaluators import Recipe, recalibrate_batchnorm, top1
+from hilas.search import RunConfig, load_config, start_run
+from hilas.search.fronts import area_dominated, non_dominated, run_fronts
+from hilas.search.proxy import feature_layers, proxy_accuracy, proxy_model
+from hilas.search.recover import recover_front, recovered_or_kept
+from hilas.search.runs import resolve_devices, started_pool
+from hilas.search.store import Store
+from hilas.search.task import SearchTask, load_task, make_space
 
 from .baselines import PLAIN_STEPS, plain_distillation, plain_loop, pruned_uniformly
 from .machine import machine, measured_on, versions

@@ -7,7 +7,7 @@ import platform
 import time
 from dataclasses import dataclass
 
-from devices.host import cpu_model, host_state
+from hilas.devices.host import cpu_model, host_state
 
 
 def machine() -> dict:

@@ -28,10 +28,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from evaluators import Recipe, distill, recalibrate_batchnorm, top1
-from search import load_config
-from search.proxy import feature_layers
-from search.task import SearchTask, load_task
+from hilas.evaluators import Recipe, distill, recalibrate_batchnorm, top1
+from hilas.search import load_config
+from hilas.search.proxy import feature_layers
+from hilas.search.task import SearchTask, load_task
 
 from .baselines import plain_distillation, plain_loop, pruned_uniformly
 from .machine import machine, measured_on, versions
@@ -47,8 +47,8 @@ DEFAULT = Recipe()
 def before_21(task: SearchTask) -> Recipe:
     """The recipe `front recover` used before the recovery issue (#21): 30 epochs at batch 32, BatchNorm
     frozen, mixup, stage features through 1x1 regressors."""
-    return Recipe(steps=30 * math.ceil(len(task.calibration_x) / 32), batch_size=32, batchnorm="frozen",
-                  mixup=True, feature_weight=1.0)
+    return Recipe(steps=30 * math.ceil(len(task.calibration_x) / 32), lr=1e-3, batch_size=32, temperature=4.0,
+                  batchnorm="frozen", shift=1 / 14, mixup=True, feature_weight=1.0)
 
 
 # name -> the recipe, given the task (None: the plain loop)

@@ -29,9 +29,9 @@ from pathlib import Path
 import ray
 import torch
 
-import devices
-from devices.virtual import graph_mflops
-from evaluators.default import DigitsResNet
+from hilas import devices
+from hilas.devices.virtual import graph_mflops
+from hilas.evaluators.default import DigitsResNet
 
 from .machine import CpuTimes, cores, machine, measured_on, share, versions
 from .results_io import RESULTS, update_readme, write_atomically

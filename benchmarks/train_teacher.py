@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluators import LabelledImages, load_idx, normalized, top1
-from evaluators.default import ResNet, cache_dir, train
+from hilas.evaluators import LabelledImages, load_idx, normalized, top1
+from hilas.evaluators.default import ResNet, cache_dir, train
 
 WIDTHS = (48, 96)
 TRAIN_IMAGES = 5000

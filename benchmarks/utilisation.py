@@ -31,11 +31,11 @@ from typing import Iterator
 import ray
 import torch
 
-from devices import Latency
-from devices.protocol import TRACE_ENV
-from evaluators.default import default_task
-from search import RunConfig, Store, start_run
-from search.cli import DEMO_MEASUREMENT
+from hilas.devices import Latency
+from hilas.devices.protocol import TRACE_ENV
+from hilas.evaluators.default import default_task
+from hilas.search import RunConfig, Store, start_run
+from hilas.search.cli import DEMO_MEASUREMENT
 
 from .machine import CpuTimes, machine, measured_on, share, versions
 from .results_io import RESULTS, update_readme, write_atomically

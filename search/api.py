@@ -1,6 +1,6 @@
 """The Python API for notebooks: a run and what the `hilas front` commands do with it, as calls.
 
-`search.compare_runs` and `search.load_model` complete it (`hilas runs compare`, and an export back as a module).
+`hilas.compare_runs` and `hilas.load_model` complete it (`hilas runs compare`, and an export back as a module).
 """
 
 from __future__ import annotations
@@ -37,5 +37,5 @@ class Run:
 
     def export(self, candidate: int, out_dir: str | Path | None = None, weights: str | None = None) -> Path:
         """Export a candidate (`hilas front export`; `weights` "recovered" or "proxy"); load it back with
-        `search.load_model(path)`."""
+        `hilas.load_model(path)`."""
         return export_candidate(self.dir, candidate, Path(out_dir) if out_dir else None, weights=weights)

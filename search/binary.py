@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from evaluators import SupernetTraining, WidthChoices, cached_supernet, default_task
-from spaces import BinaryWidthSpace, BiRealNet
-from spaces.binary import BASE_WIDTH, STAGES, WIDTH_MULTIPLIERS
+from hilas.evaluators import SupernetTraining, WidthChoices, cached_supernet, default_task
+from hilas.spaces import BinaryWidthSpace, BiRealNet
+from hilas.spaces.binary import BASE_WIDTH, STAGES, WIDTH_MULTIPLIERS
 
 from .errors import UserError
 

@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from devices import DeviceRegistry
-from evaluators import Recipe
+from hilas.devices import DeviceRegistry
+from hilas.evaluators import Recipe
 
 from .compare import Comparison, compare_runs
 from .config import RunConfig, load_config, validate
@@ -307,7 +307,7 @@ def front_export(run_dir: Path = typer.Argument(...),
     with user_errors(), training_progress() as on_train_epoch:
         path = export_candidate(run_dir, candidate, output, on_train_epoch, weights)
     out.print(f"wrote {path}: {', '.join(sorted(p.name for p in path.iterdir()))}", soft_wrap=True)
-    out.print(f'load it in Python with: from search import load_model; model = load_model("{path}")', soft_wrap=True)
+    out.print(f'load it in Python with: import hilas; model = hilas.load_model("{path}")', soft_wrap=True)
 
 
 @contextlib.contextmanager

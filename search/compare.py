@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices import fingerprint
+from hilas.devices import fingerprint
 
 from .errors import UserError
 from .fronts import Front, hypervolume, run_fronts

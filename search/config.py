@@ -6,7 +6,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devices import MeasurementProtocol
+from hilas.devices import MeasurementProtocol
 
 from .errors import UserError
 

@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from devices import (DeviceCheck, DeviceRegistry, DeviceSpec, DeviceUnavailable, MeasurementError, MeasurementProtocol,
+from hilas.devices import (DeviceCheck, DeviceRegistry, DeviceSpec, DeviceUnavailable, MeasurementError, MeasurementProtocol,
                      check_device)
-from devices.registry import ENV_VAR
+from hilas.devices.registry import ENV_VAR
 
 from .errors import UserError, user_errors
 

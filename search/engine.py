@@ -20,8 +20,8 @@ from pymoo.core.repair import Repair
 from pymoo.operators.crossover.pntx import TwoPointCrossover
 from pymoo.operators.mutation.bitflip import BitflipMutation
 
-from devices import DevicePool, LatencyDatabase, MeasurementError, export_onnx, fingerprint, input_specs
-from spaces import Candidate, ComposedSpace, model_stats
+from hilas.devices import DevicePool, LatencyDatabase, MeasurementError, export_onnx, fingerprint, input_specs
+from hilas.spaces import Candidate, ComposedSpace, model_stats
 
 from .config import RunConfig
 from .errors import UserError

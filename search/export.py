@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from devices import MeasurementError, export_onnx
-from evaluators import top1
-from spaces import BlockDropSpace, Candidate, ComposedSpace, FilterMaskSpace
+from hilas.devices import MeasurementError, export_onnx
+from hilas.evaluators import top1
+from hilas.spaces import BlockDropSpace, Candidate, ComposedSpace, FilterMaskSpace
 
 from .config import RunConfig
 from .errors import UserError
@@ -242,7 +242,7 @@ def summary_markdown(run_dir: Path, store: Store, row: CandidateRow, accuracy: f
               f"- `{ONNX_NAME}`: input `input`, float32 {shape}; output `logits`.",
               f"- `{WEIGHTS_NAME}` and `{STRUCTURE_NAME}` (kept channel indices per group, dropped blocks, base "
               "model): the PyTorch module, rebuilt by", "",
-              "  ```python", "  from search import load_model", f'  model = load_model("{out_dir}")', "  ```", ""]
+              "  ```python", "  import hilas", f'  model = hilas.load_model("{out_dir}")', "  ```", ""]
     return "\n".join(lines)
 
 

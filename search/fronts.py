@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices import Latency
+from hilas.devices import Latency
 
 from .store import Store
 

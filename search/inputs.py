@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from devices import MeasurementError, export_onnx
-from evaluators import (LabelledImages, Split, default_task, few_shot_split, load_digits, load_exported_model,
+from hilas.devices import MeasurementError, export_onnx
+from hilas.evaluators import (LabelledImages, Split, default_task, few_shot_split, load_digits, load_exported_model,
                         load_factory_model, load_idx, load_image_folder, load_npz, normalized)
-from spaces import run_model
+from hilas.spaces import run_model
 
 from .config import RunConfig
 from .errors import UserError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from evaluators import Recipe, distill, one_thread, recalibrate_batchnorm, top1
-from spaces import find_blocks
+from hilas.evaluators import Recipe, distill, one_thread, recalibrate_batchnorm, top1
+from hilas.spaces import find_blocks
 
 from .config import RunConfig
 from .task import SearchTask

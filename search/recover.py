@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluators import Recipe, distill, host_device, top1
+from hilas.evaluators import Recipe, distill, host_device, top1
 
 from .config import RunConfig
 from .errors import UserError

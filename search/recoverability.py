@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from evaluators import one_thread, train_adapters
-from spaces import AdaptedDrop, BlockDropSpace, Candidate, ComposedSpace, DropAdapters, adapter_sites, output_layer
+from hilas.evaluators import one_thread, train_adapters
+from hilas.spaces import AdaptedDrop, BlockDropSpace, Candidate, ComposedSpace, DropAdapters, adapter_sites, output_layer
 
 from .store import Store
 

@@ -15,7 +15,7 @@ from html import escape
 from importlib.metadata import version
 from pathlib import Path
 
-from devices import fingerprint
+from hilas.devices import fingerprint
 
 from .compare import Comparison
 from .fronts import Front, Point, hypervolume, non_dominated, recovered_points, run_fronts

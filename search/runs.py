@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from devices import (LOCAL_CPU, DevicePool, DeviceRegistry, DeviceSpec, DeviceUnavailable, LatencyDatabase,
+from hilas.devices import (LOCAL_CPU, DevicePool, DeviceRegistry, DeviceSpec, DeviceUnavailable, LatencyDatabase,
                      fingerprint, spec_from_table, spec_to_table)
 
 from .config import RunConfig

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from devices import Latency
+from hilas.devices import Latency
 
 STORE_NAME = "run.sqlite"
 SCHEMA_VERSION = 3  # 3: recovered_accuracies gained `before` and `kept` (docs/CHANGELOG.md)

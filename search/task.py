@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluators import DigitsResNet, call_factory, default_task, load_exported_model, top1
-from spaces import BlockDropSpace, ComposedSpace, DropAdapters, FilterMaskSpace, check_space
-from spaces.binary import BinaryWidthSpace
+from hilas.evaluators import DigitsResNet, call_factory, default_task, load_exported_model, top1
+from hilas.spaces import BlockDropSpace, ComposedSpace, DropAdapters, FilterMaskSpace, check_space
+from hilas.spaces.binary import BinaryWidthSpace
 
 from .binary import binary_space
 from .config import MODELS, RunConfig

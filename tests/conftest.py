@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluators.default import DigitsResNet
+from hilas.evaluators.default import DigitsResNet
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +69,7 @@ def trained_default(default_cache, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def finished_runs(tmp_path_factory, default_cache) -> tuple[Path, Path]:
     """Two small finished runs (search seeds 1 and 2) on two simulated devices, made once per session."""
-    from search import RunConfig, start_run
+    from hilas.search import RunConfig, start_run
 
     root = tmp_path_factory.mktemp("finished-runs")
     with pytest.MonkeyPatch.context() as env:

@@ -9,7 +9,7 @@ Installed packages register a kind by name instead, in their pyproject.toml:
 
 import onnxruntime as ort
 
-from devices import example_inputs, host_fingerprint, measure_rounds
+from hilas.devices import example_inputs, host_fingerprint, measure_rounds
 
 
 class ThreadedCpu:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from devices import DeviceUnavailable, VirtualAgent
+from hilas.devices import DeviceUnavailable, VirtualAgent
 
 
 class VanishingBoard(VirtualAgent):

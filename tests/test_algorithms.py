@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-import search.engine
-from search import RunConfig, UserError, start_run
-from search.config import parse_config
-from search.store import Store
-from search.task import compose_space, load_task
+import hilas.search.engine
+from hilas.search import RunConfig, UserError, start_run
+from hilas.search.config import parse_config
+from hilas.search.store import Store
+from hilas.search.task import compose_space, load_task
 from tests.conftest import FAST_MEASUREMENT, SIMULATED_DEVICES
 
 
@@ -35,8 +35,8 @@ def test_random_search_is_the_baseline_then_the_spaces_own_samples(trained_defau
 
 def test_a_flops_search_steers_by_the_stored_flops(trained_default, tmp_path, monkeypatch):
     told = []
-    original = search.engine._Nsga2.tell
-    monkeypatch.setattr(search.engine._Nsga2, "tell", lambda self, F, G: (told.append(F), original(self, F, G)))
+    original = hilas.search.engine._Nsga2.tell
+    monkeypatch.setattr(hilas.search.engine._Nsga2, "tell", lambda self, F, G: (told.append(F), original(self, F, G)))
     start_run(small(objective="flops"), tmp_path / "run")
     store = Store.open(tmp_path / "run")
     rows = sorted(store.candidates(), key=lambda c: c.candidate)
@@ -52,7 +52,7 @@ def test_a_flops_search_steers_by_the_stored_flops(trained_default, tmp_path, mo
 @pytest.mark.parametrize("key, value, message", [("algorithm", "grid", "unknown \\[search\\] algorithm 'grid'"),
                                                  ("objective", "params", "unknown \\[search\\] objective 'params'")])
 def test_unknown_algorithms_and_objectives_are_one_line(key, value, message):
-    from search.config import validate
+    from hilas.search.config import validate
 
     with pytest.raises(UserError, match=message):
         validate(parse_config({"search": {key: value}}, "run.toml"), "run.toml")

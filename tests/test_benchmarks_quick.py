@@ -27,14 +27,14 @@ def one_epoch_default(tmp_path, monkeypatch):
     """
     import torch
 
-    import evaluators.default
+    import hilas.evaluators.default
 
     monkeypatch.setenv("HILAS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(evaluators.default, "EPOCHS", 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        evaluators.default.default_task()
+        hilas.evaluators.default.default_task()
     finally:
         torch.set_num_threads(threads)
 

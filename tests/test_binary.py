@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from devices import CudaAgent, MeasurementError, MeasurementProtocol, OnnxRuntimeCpuAgent, export_onnx
-from devices import tvm_binary
-from devices.tvm_cpu import TvmCpuAgent
-from evaluators.supernet import SupernetTraining, WidthChoices, cached_supernet
-from spaces import model_stats
-from spaces.binary import BinaryConv2d, BinaryWidthSpace, BiRealNet, inherit
+from hilas.devices import CudaAgent, MeasurementError, MeasurementProtocol, OnnxRuntimeCpuAgent, export_onnx
+from hilas.devices import tvm_binary
+from hilas.devices.tvm_cpu import TvmCpuAgent
+from hilas.evaluators.supernet import SupernetTraining, WidthChoices, cached_supernet
+from hilas.spaces import model_stats
+from hilas.spaces.binary import BinaryConv2d, BinaryWidthSpace, BiRealNet, inherit
 
 HOST = {"kind": "llvm"}
 QUICK = MeasurementProtocol(warmup_runs=2, warmup_seconds=0.0, min_samples=8, min_seconds=0.0, max_seconds=1.0,
@@ -172,7 +172,7 @@ def test_the_network_compiled_by_tvm_computes_what_torch_does(space, artifact, i
     import tvm
     from tvm import relax
 
-    from devices import tvm_build
+    from hilas.devices import tvm_build
 
     model = space.decode(np.array([1, 2, 0])).build()
     library = tvm_build.compile_library(artifact, HOST, None, tmp_path)
@@ -189,7 +189,7 @@ def test_the_network_compiled_by_tvm_computes_what_torch_does(space, artifact, i
 def test_the_importer_refuses_custom_ops_it_does_not_know(artifact, tmp_path):
     import onnx
 
-    from devices import ModelArtifact, tvm_build
+    from hilas.devices import ModelArtifact, tvm_build
 
     model = onnx.load_from_string(artifact.onnx)
     next(n for n in model.graph.node if n.domain == "ai.hilas").op_type = "TernaryConv2d"
@@ -199,7 +199,7 @@ def test_the_importer_refuses_custom_ops_it_does_not_know(artifact, tmp_path):
 
 
 def test_the_supernet_trains_by_the_sandwich_rule_and_is_cached(tmp_path, monkeypatch):
-    from evaluators import supernet as trainer
+    from hilas.evaluators import supernet as trainer
 
     monkeypatch.setenv("HILAS_CACHE_DIR", str(tmp_path))
     torch.manual_seed(0)
@@ -280,8 +280,8 @@ def test_inherit_copies_weights_and_not_references(supernet):
 
 
 def test_the_config_takes_binary_alone():
-    from search.config import parse_config
-    from search.errors import UserError
+    from hilas.search.config import parse_config
+    from hilas.search.errors import UserError
 
     cfg = parse_config({"space": {"binary": True}}, "run.toml")
     assert cfg.binary and not cfg.masks and not cfg.drops
@@ -293,7 +293,7 @@ def test_the_config_takes_binary_alone():
 def test_integer_genes_mutate_within_their_bounds():
     from pymoo.core.problem import Problem
 
-    from search.engine import _RedrawMutation
+    from hilas.search.engine import _RedrawMutation
 
     problem = Problem(n_var=3, xl=np.zeros(3), xu=np.full(3, 3), vtype=int)
     X = np.zeros((200, 3), dtype=np.int64)
@@ -303,9 +303,9 @@ def test_integer_genes_mutate_within_their_bounds():
 
 @pytest.mark.slow
 def test_a_width_search_runs_through_ray_on_tvm_cpu(tmp_path, tmp_path_factory, monkeypatch):
-    from search import RunConfig, start_run
-    from search import binary
-    from search.store import Store
+    from hilas.search import RunConfig, start_run
+    from hilas.search import binary
+    from hilas.search.store import Store
 
     monkeypatch.setenv("HILAS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))  # the session's model
     monkeypatch.setattr(binary, "TRAINING", SupernetTraining(epochs=1))  # the path, not the accuracy, is tested
@@ -330,6 +330,6 @@ def test_the_demo_names_its_spaces():
     import subprocess
     import sys
 
-    ran = subprocess.run([sys.executable, "-m", "search.cli", "demo", "--space", "ternary"], capture_output=True,
+    ran = subprocess.run([sys.executable, "-m", "hilas.search.cli", "demo", "--space", "ternary"], capture_output=True,
                          text=True, timeout=120)
     assert ran.returncode == 2 and "--space must be one of pruning, binary, got 'ternary'" in ran.stderr

@@ -1,7 +1,7 @@
 import pytest
 
-from search.config import RunConfig, load_config
-from search.errors import UserError
+from hilas.search.config import RunConfig, load_config
+from hilas.search.errors import UserError
 
 
 def write(tmp_path, text):

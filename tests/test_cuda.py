@@ -13,11 +13,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from devices import CudaAgent, DeviceUnavailable, MeasurementError, MeasurementProtocol, agent_class, export_onnx
-from devices import reference_artifact
-from devices.artifact import ModelArtifact, TensorSpec, example_inputs
-from devices.onnx_torch import OnnxTorchProgram
-from evaluators.default import DigitsResNet
+from hilas.devices import CudaAgent, DeviceUnavailable, MeasurementError, MeasurementProtocol, agent_class, export_onnx
+from hilas.devices import reference_artifact
+from hilas.devices.artifact import ModelArtifact, TensorSpec, example_inputs
+from hilas.devices.onnx_torch import OnnxTorchProgram
+from hilas.evaluators.default import DigitsResNet
 
 GPU = torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluators import LabelledImages, few_shot_split, load_idx, load_image_folder, load_npz, normalized
+from hilas.evaluators import LabelledImages, few_shot_split, load_idx, load_image_folder, load_npz, normalized
 
 
 def image_folder(root, sizes: dict[str, int], shape=(8, 8), mode="L"):

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from devices import (
+from hilas.devices import (
     HARNESS_VERSION,
     LOCAL_CPU,
     DeviceSpec,
@@ -32,7 +32,7 @@ from devices import (
     reference_artifact,
     summarize,
 )
-from devices.virtual import graph_mflops
+from hilas.devices.virtual import graph_mflops
 
 QUICK = MeasurementProtocol(warmup_runs=2, warmup_seconds=0.0, min_samples=20, min_seconds=0.0, max_seconds=2.0,
                             cooldown_seconds=0.0, noise_threshold=0.5)

@@ -6,10 +6,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from devices import DeviceRegistry, DeviceSpec, DeviceUnavailable
-from search import devices_cli
-from search.cli import app
-from search.devices_cli import parse_value
+from hilas.devices import DeviceRegistry, DeviceSpec, DeviceUnavailable
+from hilas.search import devices_cli
+from hilas.search.cli import app
+from hilas.search.devices_cli import parse_value
 
 
 @pytest.fixture(autouse=True)

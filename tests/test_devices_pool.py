@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from devices import (
+from hilas.devices import (
     LOCAL_CPU,
     DevicePool,
     DeviceSpec,
@@ -106,7 +106,7 @@ def local_ray():
 def artifacts():
     import torch
 
-    from devices import export_onnx
+    from hilas.devices import export_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten())

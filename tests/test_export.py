@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from evaluators import top1
-from search import Run, RunConfig, UserError, fronts, load_model
-from search.cli import app
-from search.store import Store
-from search.task import load_task
+from hilas.evaluators import top1
+from hilas.search import Run, RunConfig, UserError, fronts, load_model
+from hilas.search.cli import app
+from hilas.search.store import Store
+from hilas.search.task import load_task
 
 
 def stored(run, candidate: int) -> tuple[float, dict]:
@@ -81,7 +81,7 @@ def test_export_refuses_weights_that_are_not_the_ones_searched(finished_runs, tr
             model.fc.weight.add_(0.5 * torch.randn_like(model.fc.weight))
         return dataclasses.replace(task, model=model.eval())
 
-    monkeypatch.setattr("search.export.load_task", retrained)
+    monkeypatch.setattr("hilas.search.export.load_task", retrained)
     with pytest.raises(UserError, match="not the ones the run searched"):
         Run(finished_runs[0]).export(1, tmp_path / "x")
     assert not (tmp_path / "x").exists()

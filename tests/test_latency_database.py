@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from devices import HARNESS_VERSION, LatencyDatabase, TensorSpec, summarize
-from devices.database import ENV_VAR, default_path, inputs_key
+from hilas.devices import HARNESS_VERSION, LatencyDatabase, TensorSpec, summarize
+from hilas.devices.database import ENV_VAR, default_path, inputs_key
 
 INPUTS = (TensorSpec("input", (1, 1, 8, 8)),)
 
@@ -38,7 +38,7 @@ def test_a_newer_measurement_replaces_an_older_one(db):
 
 def test_another_harness_version_is_not_reused(db, monkeypatch):
     db.put("fp", {}, "arch", INPUTS, lat(2.0))
-    monkeypatch.setattr("devices.database.HARNESS_VERSION", HARNESS_VERSION + "-next")
+    monkeypatch.setattr("hilas.devices.database.HARNESS_VERSION", HARNESS_VERSION + "-next")
     assert db.get("fp", "arch", INPUTS) is None
 
 

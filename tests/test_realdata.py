@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks.train_teacher import mnist_teacher
-from evaluators import top1
-from search import export_candidate, load_config, load_model, start_run
-from search.recover import recover_front
-from search.store import Store
-from search.task import load_task
+from hilas.evaluators import top1
+from hilas.search import export_candidate, load_config, load_model, start_run
+from hilas.search.recover import recover_front
+from hilas.search.store import Store
+from hilas.search.task import load_task
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

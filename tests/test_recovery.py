@@ -8,14 +8,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import search.recover
-from evaluators import Recipe, distill, recalibrate_batchnorm, top1
-from search import RunConfig, UserError, export_candidate, fronts, load_model, start_run
-from search.cli import app
-from search.recover import recover_front, spread
-from search.store import Store
-from search.task import load_task
-from spaces import AdaptedDrop, BlockDropSpace, ComposedSpace, FilterMaskSpace, adapter_sites
+import hilas.search.recover
+from hilas.evaluators import Recipe, distill, recalibrate_batchnorm, top1
+from hilas.search import RunConfig, UserError, export_candidate, fronts, load_model, start_run
+from hilas.search.cli import app
+from hilas.search.recover import recover_front, spread
+from hilas.search.store import Store
+from hilas.search.task import load_task
+from hilas.spaces import AdaptedDrop, BlockDropSpace, ComposedSpace, FilterMaskSpace, adapter_sites
 from tests.conftest import FAST_MEASUREMENT
 
 
@@ -92,7 +92,7 @@ def run(finished_runs, trained_default, tmp_path):
 def test_recovery_scores_every_front_member_and_resumes_where_it_stopped(run, monkeypatch):
     members = {p.key for f in fronts(run).values() for p in f.points}
     recovered = []
-    original = search.recover.recover_member
+    original = hilas.search.recover.recover_member
 
     def counting(store, space, task, cfg, point, *args):
         recovered.append(point.key)
@@ -190,7 +190,7 @@ def test_the_recovered_front_has_the_original_as_baseline_when_it_was_not_recove
     store = Store.open(run)
     baseline_key, reference = store.get("baseline_key"), store.get("reference_accuracy")
     store.close()
-    original_members = search.recover.front_members
+    original_members = hilas.search.recover.front_members
     monkeypatch.setattr(search.recover, "front_members", lambda *args: [
         p for p in original_members(*args) if p.key != baseline_key])
     front = recover_front(run, recipe=FEW_STEPS, device="sim")["sim"]

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from platformdirs import user_config_dir
 
-from devices import LOCAL_CPU, DeviceRegistry, DeviceSpec, spec_to_table
-from search.config import RunConfig
-from search.errors import UserError
-from search.runs import resolve_devices, with_definitions
+from hilas.devices import LOCAL_CPU, DeviceRegistry, DeviceSpec, spec_to_table
+from hilas.search.config import RunConfig
+from hilas.search.errors import UserError
+from hilas.search.runs import resolve_devices, with_definitions
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -6,11 +6,11 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from devices import fingerprint
-from search import Run, UserError, compare_runs, fronts, hypervolume, non_dominated, write_report
-from search.cli import app
-from search.fronts import recovered_points
-from search.store import Store
+from hilas.devices import fingerprint
+from hilas.search import Run, UserError, compare_runs, fronts, hypervolume, non_dominated, write_report
+from hilas.search.cli import app
+from hilas.search.fronts import recovered_points
+from hilas.search.store import Store
 
 from .pages import parse
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from search import fronts, write_report
+from hilas.search import fronts, write_report
 
 from .pages import parse
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from search import RunConfig, fronts, resume_run, start_run
-from search.errors import UserError
-from search.store import Store
+from hilas.search import RunConfig, fronts, resume_run, start_run
+from hilas.search.errors import UserError
+from hilas.search.store import Store
 
 # Short rounds on a busy 2-core machine disagree more than real ones: the noise check is not under test here.
 FAST = {"warmup_runs": 2, "warmup_seconds": 0.01, "min_samples": 10, "min_seconds": 0.02, "cooldown_seconds": 0.0,
@@ -155,7 +155,7 @@ def _journal(run: Path) -> tuple[list, list]:
 @pytest.mark.slow
 def test_kill_9_then_resume_repeats_nothing_and_matches_an_uninterrupted_run(tmp_path):
     config = _config_file(tmp_path, budget=40)
-    hilas = [sys.executable, "-m", "search.cli"]
+    hilas = [sys.executable, "-m", "hilas.search.cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     killed = tmp_path / "killed"

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from spaces import BlockDropSpace, ComposedSpace, FilterMaskSpace, model_stats
+from hilas.spaces import BlockDropSpace, ComposedSpace, FilterMaskSpace, model_stats
 
 
 def zeroed_after_bn(model, space, genome):

@@ -13,11 +13,11 @@ import sys
 import pytest
 import torch
 
-from devices import DeviceUnavailable, Latency, MeasurementProtocol, export_onnx
-from devices import board_runner, tvm_build
-from devices.ssh import remote_command
-from devices.ssh_tvm import SshTvmAgent
-from evaluators.default import DigitsResNet
+from hilas.devices import DeviceUnavailable, Latency, MeasurementProtocol, export_onnx
+from hilas.devices import board_runner, tvm_build
+from hilas.devices.ssh import remote_command
+from hilas.devices.ssh_tvm import SshTvmAgent
+from hilas.evaluators.default import DigitsResNet
 
 HOST_TARGET = {"kind": "llvm"}
 QUICK = MeasurementProtocol(warmup_runs=2, warmup_seconds=0.0, min_samples=8, min_seconds=0.0, max_seconds=1.0,
@@ -80,7 +80,7 @@ def test_a_structure_is_compiled_once(artifact, tmp_path, monkeypatch):
 
 
 def test_a_model_tvm_cannot_import_is_a_compile_error(tmp_path):
-    from devices import MeasurementError, ModelArtifact, TensorSpec
+    from hilas.devices import MeasurementError, ModelArtifact, TensorSpec
 
     broken = ModelArtifact("broken", b"not an onnx model", (TensorSpec("input", (1, 1, 8, 8)),))
     with pytest.raises(MeasurementError) as e:
@@ -92,7 +92,7 @@ class LocalRunner:
     """The board runner as a local process: the same program and protocol as on a board."""
 
     def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-u", "-m", "devices.board_runner"], stdin=subprocess.PIPE,
+        self.process = subprocess.Popen([sys.executable, "-u", "-m", "hilas.devices.board_runner"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                         env={**os.environ, **board_runner.RUNTIME_ONLY_ENV})
 

@@ -2,9 +2,9 @@ import sqlite3
 
 import pytest
 
-from devices.latency import summarize
-from search.fronts import Point, dominates, hypervolume, non_dominated, run_fronts
-from search.store import Store
+from hilas.devices.latency import summarize
+from hilas.search.fronts import Point, dominates, hypervolume, non_dominated, run_fronts
+from hilas.search.store import Store
 
 
 def lat(ms):
@@ -167,8 +167,8 @@ def test_run_fronts_only_use_successful_results(store, tmp_path):
 
 
 def test_resume_refuses_a_device_that_changed(store, tmp_path):
-    from search.errors import UserError
-    from search.runs import _check_same_devices
+    from hilas.search.errors import UserError
+    from hilas.search.runs import _check_same_devices
 
     info = {"kind": "onnxruntime-cpu", "device": {"cpu_model": "X"}, "runtime": {"version": "1.32.0"}}
     store.add_device("cpu", "onnxruntime-cpu", info)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from search import RunConfig, load_config, start_run
-from search.errors import UserError
-from search.task import check_searchable, load_task
+from hilas.search import RunConfig, load_config, start_run
+from hilas.search.errors import UserError
+from hilas.search.task import check_searchable, load_task
 from tests.user_models import tiny_resnet
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from devices import export_onnx
-from evaluators import load_exported_model, load_factory_model
-from spaces import BlockDropSpace, ComposedSpace, FilterMaskSpace, check_space, run_model
+from hilas.devices import export_onnx
+from hilas.evaluators import load_exported_model, load_factory_model
+from hilas.spaces import BlockDropSpace, ComposedSpace, FilterMaskSpace, check_space, run_model
 from tests.user_models import GatedNet, tiny_resnet
 
 FACTORY = "tests.user_models:tiny_resnet"

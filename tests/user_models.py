@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from evaluators import DigitsResNet
+from hilas.evaluators import DigitsResNet
 
 
 def tiny_resnet() -> nn.Module:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from devices import MeasurementProtocol, export_onnx, tvm_build
-from devices.board_runner import RUNTIME_ONLY_ENV
-from devices.ssh_tvm import SshTvmAgent
-from spaces.binary import BinaryWidthSpace, BiRealNet
+from hilas.devices import MeasurementProtocol, export_onnx, tvm_build
+from hilas.devices.board_runner import RUNTIME_ONLY_ENV
+from hilas.devices.ssh_tvm import SshTvmAgent
+from hilas.spaces.binary import BinaryWidthSpace, BiRealNet
 
 pytestmark = pytest.mark.board
 

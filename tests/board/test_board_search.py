@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from search.store import Store
+from hilas.search.store import Store
 
 pytestmark = [pytest.mark.board, pytest.mark.slow]
 
 
 def hilas(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "hilas.search.cli", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from devices import DeviceUnavailable, MeasurementProtocol, export_onnx
-from devices.ssh_tvm import SshTvmAgent
-from evaluators.default import DigitsResNet
+from hilas.devices import DeviceUnavailable, MeasurementProtocol, export_onnx
+from hilas.devices.ssh_tvm import SshTvmAgent
+from hilas.evaluators.default import DigitsResNet
 
 pytestmark = pytest.mark.board
 

@@ -104,9 +104,9 @@ def measure(agent, artifact: devices.ModelArtifact, protocol: devices.Measuremen
     try:
         latency = agent.measure(artifact, protocol)
     except devices.MeasurementError as e:
-        print(f"  {artifact.arch_key} on {agent.kind}: {e}", flush=True)
+        print(f"  {artifact.structure_key} on {agent.kind}: {e}", flush=True)
         return {"error": str(e)}
-    print(f"  {artifact.arch_key} on {agent.kind}: {latency.median_ms:.4g} ms (rounds CV {latency.rounds_cv:.1%})",
+    print(f"  {artifact.structure_key} on {agent.kind}: {latency.median_ms:.4g} ms (rounds CV {latency.rounds_cv:.1%})",
           flush=True)
     return {"median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "rounds_cv": latency.rounds_cv, "n": latency.n}
 
@@ -120,7 +120,7 @@ def host_rows(pairs: list[tuple[str, devices.ModelArtifact, devices.ModelArtifac
     rows = []
     try:
         for kind, binary, floating in pairs:
-            rows.append({"what": kind, "model": binary.arch_key.removesuffix("-binary"),
+            rows.append({"what": kind, "model": binary.structure_key.removesuffix("-binary"),
                          "binary_tvm": measure(tvm_cpu, binary, protocol),
                          "float_tvm": measure(tvm_cpu, floating, protocol),
                          "float_onnxruntime": measure(onnxruntime, floating, protocol)})
@@ -131,7 +131,8 @@ def host_rows(pairs: list[tuple[str, devices.ModelArtifact, devices.ModelArtifac
     return rows, infos
 
 
-def board_rows(pairs: list[tuple[str, devices.ModelArtifact, devices.ModelArtifact]], cache: str) -> tuple[list[dict], dict]:
+def board_rows(pairs: list[tuple[str, devices.ModelArtifact, devices.ModelArtifact]],
+               cache: str) -> tuple[list[dict], dict]:
     from hilas.devices.ssh_tvm import SshTvmAgent
     from tests.board import emulated
 
@@ -142,7 +143,7 @@ def board_rows(pairs: list[tuple[str, devices.ModelArtifact, devices.ModelArtifa
                             num_threads=1, cache_dir=cache)
         agent.prepare()
         try:
-            rows = [{"what": kind, "model": binary.arch_key.removesuffix("-binary"),
+            rows = [{"what": kind, "model": binary.structure_key.removesuffix("-binary"),
                      "binary_tvm": measure(agent, binary, BOARD_PROTOCOL),
                      "float_tvm": measure(agent, floating, BOARD_PROTOCOL)} for kind, binary, floating in pairs]
             info = agent.info()
@@ -166,7 +167,8 @@ def run(quick: bool, board: bool) -> dict:
         rows, infos = host_rows([(what, *models) for (what, _), models in pairs.items()], protocol, cache)
         result = {
             "date": datetime.now().isoformat(timespec="seconds"),
-            "command": "python -m benchmarks.binary_speedup" + (" --quick" if quick else "") + (" --board" if board else ""),
+            "command": "python -m benchmarks.binary_speedup" + (" --quick" if quick else "")
+                       + (" --board" if board else ""),
             "host": {"cpu": cpu_model(), "cores": infos["tvm-cpu"]["device"]["cores"], "os": platform.platform(),
                      "python": platform.python_version(), "load_average_after": host_state()["load_average"]},
             "versions": {"tvm": tvm.__version__, "onnxruntime": infos["onnxruntime-cpu"]["runtime"]["version"],

@@ -66,9 +66,9 @@ def run(n: int) -> dict:
             for artifact in artifacts(n):
                 latency = agent.measure(artifact, PROTOCOL)
                 seconds = agent.last_seconds
-                rows.append({"model": artifact.arch_key, "median_ms": latency.median_ms, "n": latency.n,
+                rows.append({"model": artifact.structure_key, "median_ms": latency.median_ms, "n": latency.n,
                              **{k: seconds[k] for k in PARTS}, "overhead": seconds["total"] - seconds["protocol"]})
-                print(f"{artifact.arch_key}: overhead {rows[-1]['overhead']:.2f} s "
+                print(f"{artifact.structure_key}: overhead {rows[-1]['overhead']:.2f} s "
                       f"(compile {seconds['compile']:.2f}, upload {seconds['upload']:.2f}, load {seconds['load']:.2f})",
                       flush=True)
             info = agent.info()

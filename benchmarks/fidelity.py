@@ -5,8 +5,8 @@
 Each model is exported once, then measured `--repeats` times by a hilas device agent (in this
 process, under the default MeasurementProtocol) and by a standalone timer that shares no code
 with hilas (in a child process, on the same core or GPU). Each model is measured by both back to
-back (taking turns going first), so slow drift of the machine reaches both alike. Results go to benchmarks/results/ and, for a full
-run, into benchmarks/README.md. See benchmarks/README.md for what the columns mean.
+back (taking turns going first), so slow drift of the machine reaches both alike. Results go to
+benchmarks/results/ and, for a full run, into benchmarks/README.md. See benchmarks/README.md for what the columns mean.
 
 Imports only what a bare GPU machine has (torch, onnx, onnxruntime, numpy): no Ray, pymoo,
 scikit-learn, platformdirs, typer, rich or matplotlib.
@@ -154,7 +154,7 @@ def measure_hilas(agent: devices.DeviceAgent, artifact: devices.ModelArtifact,
         return agent.measure(artifact, protocol).to_dict(samples=False)
     except devices.MeasurementError as e:
         evidence = {"evidence": e.latency.to_dict(samples=False)} if e.latency else {}
-        return {"error": e.kind, "message": e.message, **evidence}
+        return {"error": e.failure, "message": e.message, **evidence}
 
 
 def run_repeats(settings: Settings, agent: devices.DeviceAgent,
@@ -355,7 +355,8 @@ def save(settings: Settings, result: dict) -> list[Path]:
 
 def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fidelity", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 models, 2 repeats, a short protocol (about 30 s): checks the wiring")
+    parser.add_argument("--quick", action="store_true",
+                        help="4 models, 2 repeats, a short protocol (about 30 s): checks the wiring")
     parser.add_argument("--repeats", type=int, help="independent measurements per model (default 5, quick 2)")
     parser.add_argument("--device", choices=sorted(INDEPENDENT_SCRIPTS), default="local-cpu")
     parser.add_argument("--models", help="comma-separated model names to measure (default: all, or quick's four)")

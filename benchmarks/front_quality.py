@@ -40,13 +40,13 @@ from torch import nn
 
 from hilas.devices import export_onnx
 from hilas.evaluators import Recipe, recalibrate_batchnorm, top1
-from hilas.search import RunConfig, load_config, start_run
-from hilas.search.fronts import area_dominated, non_dominated, run_fronts
-from hilas.search.proxy import feature_layers, proxy_accuracy, proxy_model
-from hilas.search.recover import recover_front, recovered_or_kept
-from hilas.search.runs import resolve_devices, started_pool
+from hilas.search import RunConfig, load_config
+from hilas.search.results.fronts import area_dominated, non_dominated, run_fronts
+from hilas.search.results.recover import recover_front, recovered_or_kept
+from hilas.search.runs import resolve_devices, start_run, started_pool
+from hilas.search.setup.proxy import feature_layers, proxy_accuracy, proxy_model
+from hilas.search.setup.task import SearchTask, load_task, make_space
 from hilas.search.store import Store
-from hilas.search.task import SearchTask, load_task, make_space
 
 from .baselines import PLAIN_STEPS, plain_distillation, plain_loop, pruned_uniformly
 from .machine import machine, measured_on, versions
@@ -162,9 +162,10 @@ def searched(cfg: RunConfig, run_dir: Path, budget: Budget, recover: bool = True
         start = time.perf_counter()
         after = recover_front(run_dir, device=DEVICE, recipe=budget.recipe, members=budget.members, host="cpu")[DEVICE]
         result["recovery_seconds"] = time.perf_counter() - start
-        proxy = {p.key: p.accuracy for p in front.evaluated}
-        result["recovered"] = [{"candidate": p.candidate, "top1_proxy": proxy[p.key], "top1_recovered": p.accuracy,
-                                "kept": p.kept, "baseline": after.baseline is not None and p.key == after.baseline.key,
+        proxy = {p.model_key: p.accuracy for p in front.evaluated}
+        baseline_key = after.baseline.model_key if after.baseline else None
+        result["recovered"] = [{"candidate": p.candidate, "top1_proxy": proxy[p.model_key],
+                                "top1_recovered": p.accuracy, "kept": p.kept, "baseline": p.model_key == baseline_key,
                                 "median_ms": p.latency.median_ms} for p in after.evaluated]
     return result
 
@@ -178,11 +179,11 @@ def plain_recovered(cfg: RunConfig, task: SearchTask, run_dir: Path, searched_: 
     store = Store.open(run_dir)
     try:
         space = make_space(task, cfg, run_dir=run_dir)
-        baseline_key = store.get("baseline_key")
+        baseline_key = store.baseline_key
         rows = []
         for row in (c for c in store.candidates() if c.candidate in chosen):
             model = space.decode(np.array([int(bit) for bit in row.genome], dtype=np.int64)).build()
-            if row.key != baseline_key:
+            if row.model_key != baseline_key:
                 model = plain_distillation(proxy_model(model, task, cfg, layers), task.model, task.calibration_x,
                                            budget.plain_steps)
             rows.append({**chosen[row.candidate], "top1_recovered": top1(model, task.validation_x, task.validation_y),
@@ -233,8 +234,8 @@ def measured(cfg: RunConfig, models: dict[str, nn.Module], task: SearchTask) -> 
                 raise SystemExit(f"{DEVICE} measured {len(medians)} of {len(models)} models in {POLL_TIMEOUT_S:.0f} s")
             for r in pool.poll(timeout=1.0):
                 if r.error is not None:
-                    raise SystemExit(f"{DEVICE} could not measure {r.arch_key}: {r.error}")
-                medians[r.arch_key] = r.latency.median_ms
+                    raise SystemExit(f"{DEVICE} could not measure {r.structure_key}: {r.error}")
+                medians[r.structure_key] = r.latency.median_ms
     return medians
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -51,7 +52,7 @@ def random_feeds(session: ort.InferenceSession) -> dict[str, np.ndarray]:
     return feeds
 
 
-def time_runs(run: "Callable[[], object]", warmup_s: float, seconds: float, min_runs: int) -> list[float]:
+def time_runs(run: Callable[[], object], warmup_s: float, seconds: float, min_runs: int) -> list[float]:
     """Untimed runs for warmup_s, then the seconds of every single run until both minimums are met."""
     end = time.perf_counter() + warmup_s
     while time.perf_counter() < end:

@@ -2,8 +2,8 @@
 
 It shares no timing code with hilas: it rebuilds the original torch model from its spec (with
 `benchmarks.fidelity_models`, which imports only torch and the model's definition; run it with
-PYTHONPATH at the repository root), folds BatchNorm into the convolutions with torch's own fx fuser (as the ONNX export hilas
-measures does, so both run the same arithmetic), runs it on the GPU in eval mode with cuDNN
+PYTHONPATH at the repository root), folds BatchNorm into the convolutions with torch's own fx fuser (as the
+ONNX export hilas measures does, so both run the same arithmetic), runs it on the GPU in eval mode with cuDNN
 autotuning, warms up for a fixed time, then
 times single forward passes with time.perf_counter between two torch.cuda.synchronize() calls.
 That wall-clock time includes the kernel launches, which dominate small models on a GPU.
@@ -16,6 +16,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from torch.fx.experimental.optimization import fuse
@@ -35,7 +36,7 @@ def parse_args(argv: list[str]) -> tuple[ModelSpec, int, float, float, int]:
         sys.exit(f"{USAGE}\nbad argument: {e}")
 
 
-def time_runs(run: "Callable[[], object]", warmup_s: float, seconds: float, min_runs: int) -> list[float]:
+def time_runs(run: Callable[[], object], warmup_s: float, seconds: float, min_runs: int) -> list[float]:
     """Untimed runs for warmup_s, then the seconds of every single synchronised run until both minimums are met."""
     end = time.perf_counter() + warmup_s
     while time.perf_counter() < end:

@@ -30,8 +30,8 @@ from torch import nn
 
 from hilas.evaluators import Recipe, distill, recalibrate_batchnorm, top1
 from hilas.search import load_config
-from hilas.search.proxy import feature_layers
-from hilas.search.task import SearchTask, load_task
+from hilas.search.setup.proxy import feature_layers
+from hilas.search.setup.task import SearchTask, load_task
 
 from .baselines import plain_distillation, plain_loop, pruned_uniformly
 from .machine import machine, measured_on, versions
@@ -61,7 +61,7 @@ RECIPES: dict[str, Callable[[SearchTask], Recipe | None]] = {
     "default": lambda task: DEFAULT,
     "default with BatchNorm frozen": lambda task: dataclasses.replace(DEFAULT, batchnorm="frozen"),
     "default + mixup": lambda task: dataclasses.replace(DEFAULT, mixup=True),
-    "default + features": lambda task: dataclasses.replace(DEFAULT, feature_weight=1.0),
+    "default without features": lambda task: dataclasses.replace(DEFAULT, feature_weight=0.0),
     "default without shifts": lambda task: dataclasses.replace(DEFAULT, shift=0.0),
     "default at 150 steps": lambda task: dataclasses.replace(DEFAULT, steps=150),
     "default at 600 steps": lambda task: dataclasses.replace(DEFAULT, steps=600),
@@ -132,7 +132,8 @@ def ablation(dataset: str, data_dir: Path, ratios: tuple[float, ...], recipes: l
             print(f"{dataset} {ratio:.1f} {name}: {100 * row['recipes'][name]['top1']:.2f} % in {seconds:.1f} s",
                   flush=True)
         rows.append(row)
-    return {"teacher_top1": task.reference_accuracy, "ablation_ratios": list(everywhere), "few_shot_images": len(task.calibration_x),
+    return {"teacher_top1": task.reference_accuracy, "ablation_ratios": list(everywhere),
+            "few_shot_images": len(task.calibration_x),
             "validation_images": len(task.validation_y),
             "recipes": {n: RECIPES[n](task).describe() if RECIPES[n](task) else plain_loop() for n in recipes},
             "structures": rows}
@@ -160,7 +161,8 @@ def markdown(record: dict) -> str:
                   f"validation images; {d['few_shot_images']} few-shot images. Top-1 % after recovery of each "
                   "uniform-L1 structure (pruning ratio), and seconds per structure (mean over the structures it "
                   "ran on; the ingredient ablation runs on "
-                  f"{', '.join(f'{r:.0%}' for r in d['ablation_ratios'])} only); the best recipe per structure in bold; "
+                  f"{', '.join(f'{r:.0%}' for r in d['ablation_ratios'])} only); the best recipe per structure in "
+                  "bold; "
                   "means over the structures each recipe ran on.", "",
                   "| recipe | " + " | ".join(f"{r['ratio']:.1f}" for r in rows) + " | mean | s |",
                   "|---|" + "---:|" * (len(rows) + 2),
@@ -179,12 +181,18 @@ def markdown(record: dict) -> str:
                                                               f"{mean([v['seconds'] for v in ran]):.1f} |")
         if "default" in recipes and "plain-loop" in recipes:
             margins = [r["recipes"]["default"]["top1"] - r["recipes"]["plain-loop"]["top1"] for r in rows]
-            lines += ["", f"Default recipe minus the plain loop, points per structure: "
+            lines += ["", "Default recipe minus the plain loop, points per structure: "
                           + ", ".join(f"{100 * m:+.2f}" for m in margins)
                       + f" (worst {100 * min(margins):+.2f}); seconds, default / plain loop: "
-                        f"{mean([r['recipes']['default']['seconds'] for r in rows]) / mean([r['recipes']['plain-loop']['seconds'] for r in rows]):.2f}x."]
+                        f"{seconds_ratio(rows, 'default', 'plain-loop'):.2f}x."]
         lines += ["", "Recipes:", ""] + [f"- **{n}**: {text}" for n, text in d["recipes"].items()] + [""]
     return "\n".join(lines) + "\n"
+
+
+def seconds_ratio(rows: list[dict], recipe: str, baseline: str) -> float:
+    """Mean seconds of `recipe` over those of `baseline`, on the structures both ran on."""
+    both = [r["recipes"] for r in rows if recipe in r["recipes"] and baseline in r["recipes"]]
+    return mean([r[recipe]["seconds"] for r in both]) / mean([r[baseline]["seconds"] for r in both])
 
 
 def mean(values: list[float]) -> float:

@@ -153,7 +153,7 @@ def run(settings: Settings) -> dict:
         "seed": SEED,
         "settings": asdict(settings),
         "protocol": PROTOCOL.to_dict(),
-        "artifacts": [{"arch_key": a.arch_key, "mflops": round(graph_mflops(a.onnx), 2)} for a in artifacts],
+        "artifacts": [{"structure_key": a.structure_key, "mflops": round(graph_mflops(a.onnx), 2)} for a in artifacts],
         "rows": with_ideal(rows),
         "seconds": round(time.perf_counter() - started),
     }

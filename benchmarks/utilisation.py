@@ -34,8 +34,9 @@ import torch
 from hilas.devices import Latency
 from hilas.devices.protocol import TRACE_ENV
 from hilas.evaluators.default import default_task
-from hilas.search import RunConfig, Store, start_run
-from hilas.search.cli import DEMO_MEASUREMENT
+from hilas.search import RunConfig, Store
+from hilas.search.cli.main import DEMO_MEASUREMENT
+from hilas.search.runs import start_run
 
 from .machine import CpuTimes, machine, measured_on, share, versions
 from .results_io import RESULTS, update_readme, write_atomically

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # artifact.py imports this module for MeasurementError
 
 # Where a measurement failed: exporting or compiling the model, running it, running out of time,
 # losing the device, or timings too noisy to trust.
-ERROR_KINDS = frozenset({"export", "compile", "runtime", "timeout", "device", "noisy"})
+FAILURES = frozenset({"export", "compile", "runtime", "timeout", "device", "noisy"})
 
 
 class DeviceAgent(Protocol):
@@ -43,21 +43,21 @@ class DeviceAgent(Protocol):
 class MeasurementError(Exception):
     """One measurement failed; the device itself may still be fine.
 
-    `kind` says at which step: export, compile, runtime, timeout, device or noisy. A noisy
+    `failure` says at which step: export, compile, runtime, timeout, device or noisy. A noisy
     measurement carries its timings as evidence in `latency`; it is still a failure.
     Built from its args so it survives pickling across Ray.
     """
 
-    def __init__(self, kind: str, message: str, latency: Latency | None = None) -> None:
-        if kind not in ERROR_KINDS:
-            raise ValueError(f"MeasurementError kind {kind!r} is not one of {sorted(ERROR_KINDS)}")
-        super().__init__(kind, message, latency)
-        self.kind = kind
+    def __init__(self, failure: str, message: str, latency: Latency | None = None) -> None:
+        if failure not in FAILURES:
+            raise ValueError(f"MeasurementError failure {failure!r} is not one of {sorted(FAILURES)}")
+        super().__init__(failure, message, latency)
+        self.failure = failure
         self.message = message
         self.latency = latency
 
     def __str__(self) -> str:
-        return f"{self.kind} error: {' '.join(self.message.split())}"
+        return f"{self.failure} error: {' '.join(self.message.split())}"
 
 
 class DeviceUnavailable(Exception):

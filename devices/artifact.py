@@ -36,9 +36,9 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """What a device needs to run one structure: produced once per arch_key on the host."""
+    """What a device needs to run one structure: produced once per structure_key on the host."""
 
-    arch_key: str
+    structure_key: str
     onnx: bytes
     inputs: tuple[TensorSpec, ...]
 
@@ -60,7 +60,7 @@ class ModelArtifact:
         return tuple(sorted({f"{n.domain}.{n.op_type}" for n in graph.node if n.domain not in STANDARD_DOMAINS}))
 
 
-def export_onnx(model, example_input, arch_key: str) -> ModelArtifact:
+def export_onnx(model, example_input, structure_key: str) -> ModelArtifact:
     """Export `model` (an nn.Module) at the shape of `example_input` (a tensor) to ONNX in memory."""
     import torch
 
@@ -82,11 +82,11 @@ def export_onnx(model, example_input, arch_key: str) -> ModelArtifact:
             )
     except Exception as e:
         raise MeasurementError(
-            "export", f"could not export {arch_key} to ONNX: {type(e).__name__}: {e}"
+            "export", f"could not export {structure_key} to ONNX: {type(e).__name__}: {e}"
         ) from e
     finally:
         model.train(was_training)
-    return ModelArtifact(arch_key=arch_key, onnx=buffer.getvalue(), inputs=input_specs(example_input))
+    return ModelArtifact(structure_key=structure_key, onnx=buffer.getvalue(), inputs=input_specs(example_input))
 
 
 def refuse_custom_ops(artifact: ModelArtifact, runtime: str) -> None:
@@ -95,7 +95,7 @@ def refuse_custom_ops(artifact: ModelArtifact, runtime: str) -> None:
     if artifact.custom_ops:
         raise MeasurementError(
             "compile", f"{runtime} cannot run 1-bit kernels or other custom ops ({', '.join(artifact.custom_ops)}) "
-                       f"in {artifact.arch_key}; measure binary candidates with a tvm-cpu or ssh-tvm device"
+                       f"in {artifact.structure_key}; measure binary candidates with a tvm-cpu or ssh-tvm device"
         )
 
 

@@ -6,12 +6,12 @@ the network one by one; the runner is the same `protocol.py` every other agent u
 to it, so a board is measured by the same rules. It is started once per search, so Python and TVM
 are imported once (about 9 s under emulation), not per candidate.
 
-Line protocol, version 1, on the runner's stdin and stdout (one JSON object per line):
-  runner -> host, first:  {"ok": true, "runner": 1, "info": {...}}   (or {"ok": false, "kind", "message"})
+Line protocol, version 2, on the runner's stdin and stdout (one JSON object per line):
+  runner -> host, first:  {"ok": true, "runner": 2, "info": {...}}   (or {"ok": false, "failure", "message"})
   host -> runner:         {"op": "measure", "library": PATH, "inputs": [{"name", "shape", "dtype"}],
                            "protocol": {...}, "runtime": LABEL}
                           {"op": "exit"}
-  runner -> host:         {"ok": true, "latency": {...}} or {"ok": false, "kind", "message", "latency"?}
+  runner -> host:         {"ok": true, "latency": {...}} or {"ok": false, "failure", "message", "latency"?}
 Anything libraries print goes to stderr (the host sends it to a log file), never into the replies.
 
 Runs as `python -m hilas_board.board_runner` on the board; it needs only Python 3.8+, numpy and TVM.
@@ -33,7 +33,7 @@ from .agent import MeasurementError
 from .host import host_fingerprint, host_state
 from .protocol import MeasurementProtocol, host_clock_resolution_ns, measure_rounds
 
-RUNNER_PROTOCOL = 1
+RUNNER_PROTOCOL = 2  # 2: a failure reply names its failure under "failure" (1: "kind")
 # The modules uploaded with this one, as a package named BOARD_PACKAGE on the board.
 BOARD_MODULES = ("agent.py", "latency.py", "protocol.py", "host.py", "board_runner.py")
 BOARD_PACKAGE = "hilas_board"
@@ -106,7 +106,7 @@ def measure(tvm, request: dict) -> dict:
         latency = measure_rounds(lambda: VmSession(tvm, library, request["inputs"]), protocol,
                                  request["runtime"], TvmTimer())
     except MeasurementError as e:
-        return _failure(e.kind, e.message, e.latency.to_dict() if e.latency else None)
+        return _failure(e.failure, e.message, e.latency.to_dict() if e.latency else None)
     except Exception as e:
         return _failure("runtime", f"the TVM runtime could not run {request['library']}: {_first_line(e)}")
     seconds = {"load": loaded - started, "protocol": time.perf_counter() - loaded}
@@ -138,8 +138,8 @@ def serve(replies, requests) -> None:
         _reply(replies, response)
 
 
-def _failure(kind: str, message: str, latency: dict | None = None) -> dict:
-    return {"ok": False, "kind": kind, "message": message, "latency": latency}
+def _failure(failure: str, message: str, latency: dict | None = None) -> dict:
+    return {"ok": False, "failure": failure, "message": message, "latency": latency}
 
 
 def _reply(replies, response: dict) -> None:

@@ -152,7 +152,7 @@ class CudaAgent:
                 raise
             except Exception as e:
                 raise MeasurementError(
-                    "runtime", f"{runtime} could not run {artifact.arch_key} on cuda:{self.device_index}: "
+                    "runtime", f"{runtime} could not run {artifact.structure_key} on cuda:{self.device_index}: "
                     f"{type(e).__name__}: {e}"
                 ) from e
 

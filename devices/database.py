@@ -2,7 +2,7 @@
 
 Latency depends on structure, never on weights, so a measurement is reusable by any later run on
 the same device with the same runtime. The key says exactly that: (fingerprint of the device and
-its runtime with options, arch_key, input shapes and dtypes, harness version). A changed CPU,
+its runtime with options, structure_key, input shapes and dtypes, harness version). A changed CPU,
 driver, runtime version or option, or a new harness, is a different key and is measured afresh.
 Only successful measurements are kept; failures may be transient and are measured again.
 """
@@ -20,12 +20,15 @@ from .latency import HARNESS_VERSION, Latency
 
 ENV_VAR = "HILAS_LATENCY_DB"
 
+# PRAGMA user_version: 0 for files of hilas 0.1 (structure keys in a column named arch_key), 1 now.
+SCHEMA_VERSION = 1
+_MIGRATIONS = {0: ("ALTER TABLE latencies RENAME COLUMN arch_key TO structure_key",)}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fingerprints (fingerprint TEXT PRIMARY KEY, info TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS latencies (
-    fingerprint TEXT NOT NULL, arch_key TEXT NOT NULL, inputs TEXT NOT NULL, harness TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, structure_key TEXT NOT NULL, inputs TEXT NOT NULL, harness TEXT NOT NULL,
     median_ms REAL NOT NULL, latency TEXT NOT NULL, samples BLOB NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (fingerprint, arch_key, inputs, harness));
+    PRIMARY KEY (fingerprint, structure_key, inputs, harness));
 """
 
 
@@ -50,23 +53,42 @@ class LatencyDatabase:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
             self.db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as e:
             raise OSError(f"cannot open the latency database {self.path}: {e}; set {ENV_VAR} to a writable "
                           f"file, or run with --fresh") from e
 
+    def _migrate(self) -> None:
+        """Bring a file of an older layout to this one, in one transaction; a new file just gets the version."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"it was written by a newer hilas (layout {version}, this one reads up to "
+                                        f"{SCHEMA_VERSION})")
+        exists = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'latencies'").fetchone() is not None
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step] if exists else ():
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     def close(self) -> None:
         self.db.close()
 
-    def get(self, fingerprint: str, arch_key: str, inputs: tuple[TensorSpec, ...]) -> Latency | None:
+    def get(self, fingerprint: str, structure_key: str, inputs: tuple[TensorSpec, ...]) -> Latency | None:
         row = self.db.execute(
-            "SELECT latency, samples FROM latencies WHERE fingerprint = ? AND arch_key = ? AND inputs = ? "
-            "AND harness = ?", (fingerprint, arch_key, inputs_key(inputs), HARNESS_VERSION)).fetchone()
+            "SELECT latency, samples FROM latencies WHERE fingerprint = ? AND structure_key = ? AND inputs = ? "
+            "AND harness = ?", (fingerprint, structure_key, inputs_key(inputs), HARNESS_VERSION)).fetchone()
         if row is None:
             return None
         return Latency.from_record(row[0], row[1])
 
-    def put(self, fingerprint: str, info: dict, arch_key: str, inputs: tuple[TensorSpec, ...],
+    def put(self, fingerprint: str, info: dict, structure_key: str, inputs: tuple[TensorSpec, ...],
             latency: Latency) -> None:
         """Keep a successful measurement (a newer one replaces an older one under the same key)."""
         now = time.time()
@@ -74,7 +96,7 @@ class LatencyDatabase:
         self.db.execute("INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
                         (fingerprint, json.dumps(info, sort_keys=True, default=str), now))
         self.db.execute("INSERT OR REPLACE INTO latencies VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (fingerprint, arch_key, inputs_key(inputs), latency.harness, latency.median_ms,
+                        (fingerprint, structure_key, inputs_key(inputs), latency.harness, latency.median_ms,
                          *latency.to_record(), now))
         self.db.execute("COMMIT")
 

@@ -13,8 +13,6 @@ from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from .agent import DeviceAgent, DeviceUnavailable, MeasurementError
 from .artifact import OPSET, ModelArtifact, TensorSpec
@@ -30,8 +28,12 @@ REFERENCE_REUSE_S = 10.0
 def reference_artifact() -> ModelArtifact:
     """A small fixed CNN (two 3x3 convolutions at 32x32, pooling, a classifier), built without torch.
 
-    The same bytes on every host and every run, so its latency on a device is comparable over time.
+    The same bytes on every host and every run, so its latency on a device is comparable over time. onnx is
+    imported here, when the reference is first built, not with the module.
     """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     rng = np.random.default_rng(0)
 
     def weight(name: str, *shape: int) -> onnx.TensorProto:
@@ -60,7 +62,8 @@ def reference_artifact() -> ModelArtifact:
     return ModelArtifact(REFERENCE_ARCH_KEY, model.SerializeToString(), (TensorSpec("input", (1, 3, 32, 32)),))
 
 
-def measure_one(agent: DeviceAgent, artifact: ModelArtifact, protocol: MeasurementProtocol) -> Latency | MeasurementError:
+def measure_one(agent: DeviceAgent, artifact: ModelArtifact,
+                protocol: MeasurementProtocol) -> Latency | MeasurementError:
     """The agent's measurement, or the error that stopped it (a result, not raised); DeviceUnavailable is raised."""
     try:
         return agent.measure(artifact, protocol)
@@ -69,7 +72,7 @@ def measure_one(agent: DeviceAgent, artifact: ModelArtifact, protocol: Measureme
     except DeviceUnavailable:
         raise  # not this model's failure: the device is gone
     except Exception as e:
-        return MeasurementError("runtime", f"the agent failed on {artifact.arch_key}: {type(e).__name__}: {e}")
+        return MeasurementError("runtime", f"the agent failed on {artifact.structure_key}: {type(e).__name__}: {e}")
 
 
 class DriftCheckedAgent:

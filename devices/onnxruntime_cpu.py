@@ -92,7 +92,7 @@ class OnnxRuntimeCpuAgent:
             raise
         except Exception as e:
             raise MeasurementError(
-                "runtime", f"onnxruntime could not run {artifact.arch_key}: {type(e).__name__}: {e}"
+                "runtime", f"onnxruntime could not run {artifact.structure_key}: {type(e).__name__}: {e}"
             ) from e
 
     def close(self) -> None:

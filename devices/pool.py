@@ -39,7 +39,7 @@ class MeasurementResult:
     """One artifact on one device: a latency, or the error that prevented it."""
 
     device: str
-    arch_key: str
+    structure_key: str
     latency: Latency | None
     error: MeasurementError | None
 
@@ -80,7 +80,7 @@ class _AgentHost:
 class _Item:
     """One artifact waiting for, or in, a measurement on one device."""
 
-    arch_key: str
+    structure_key: str
     artifact: ray.ObjectRef
     strikes: int = 0  # batches holding it that died or overran; struck items are measured alone
 
@@ -180,13 +180,13 @@ class DevicePool:
             raise RuntimeError("the DevicePool is not running: call start() before submit()")
         d = self._devices[device]
         if d.broken:
-            self._results.append(MeasurementResult(device, artifact.arch_key, None,
+            self._results.append(MeasurementResult(device, artifact.structure_key, None,
                                                    MeasurementError("device", d.broken)))
             return
-        key = (artifact.arch_key, artifact.sha256)
+        key = (artifact.structure_key, artifact.sha256)
         if key not in self._stored:
             self._stored[key] = ray.put(artifact)
-        d.queue.append(_Item(artifact.arch_key, self._stored[key]))
+        d.queue.append(_Item(artifact.structure_key, self._stored[key]))
 
     def poll(self, timeout: float = 0.0) -> list[MeasurementResult]:
         """Results finished so far, waiting up to `timeout` seconds for at least one."""
@@ -358,22 +358,22 @@ class DevicePool:
     def _next_deadline(self) -> float:
         return min((self._deadline(d.calls[0]) for d in self._devices.values() if d.calls), default=float("inf"))
 
-    def _fail_head(self, d: _Device, kind: str, reason: str) -> None:
+    def _fail_head(self, d: _Device, failure: str, reason: str) -> None:
         """The head call died or overran: blame a model measured alone, else retry each alone; restart.
 
         A model is blamed when it overran alone, or when it died alone after a batch holding it died
         too: then the model, not the device, probably crashes the runtime.
         """
         head = d.calls.popleft()
-        if len(head.items) == 1 and (kind == "timeout" or head.items[0].strikes):
+        if len(head.items) == 1 and (failure == "timeout" or head.items[0].strikes):
             item = head.items[0]
-            if kind == "timeout":
-                why = (f"{item.arch_key} did not finish on device {d.spec.name!r} within "
+            if failure == "timeout":
+                why = (f"{item.structure_key} did not finish on device {d.spec.name!r} within "
                        f"{self._allowance(head):g} s (its stuck agent was stopped); if the model is just slow, "
                        f"raise measure_timeout_s")
             else:
                 why = f"device {d.spec.name!r} died twice while measuring this model; it likely crashes the runtime"
-            self._report(d, item, error=MeasurementError(kind, why))
+            self._report(d, item, error=MeasurementError(failure, why))
             head.items = []
         for item in head.items:
             item.strikes += 1
@@ -405,7 +405,7 @@ class DevicePool:
 
     def _report(self, d: _Device, item: _Item, *, latency: Latency | None = None,
                 error: MeasurementError | None = None) -> None:
-        self._results.append(MeasurementResult(d.spec.name, item.arch_key, latency, error))
+        self._results.append(MeasurementResult(d.spec.name, item.structure_key, latency, error))
 
 
 def _gpus(kind: str) -> float:

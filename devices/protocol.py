@@ -154,6 +154,7 @@ def measure_rounds(open_run: Callable[[], Callable[[], None]], protocol: Measure
             return latency
         if least_noisy is None or latency.rounds_cv < least_noisy.rounds_cv:
             least_noisy = latency
+    assert least_noisy is not None  # attempts >= 1: max_remeasures is validated non-negative
     medians = ", ".join(f"{m:.4g}" for m in least_noisy.round_medians_ms)
     raise MeasurementError(
         "noisy",

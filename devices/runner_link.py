@@ -92,7 +92,7 @@ def reply_latency(reply: dict) -> Latency:
     if reply["ok"]:
         return Latency.from_dict(reply["latency"])
     evidence = Latency.from_dict(reply["latency"]) if reply.get("latency") else None
-    raise MeasurementError(reply["kind"], reply["message"], latency=evidence)
+    raise MeasurementError(reply["failure"], reply["message"], latency=evidence)
 
 
 def longest_measurement_s(protocol: MeasurementProtocol, slack_s: float) -> float:

@@ -107,11 +107,11 @@ class SshTvmAgent:
                 self._drop_runner()
                 if attempt == 2:
                     raise MeasurementError("runtime", f"the runner on {self.ssh.address} died twice while "
-                                                      f"measuring {artifact.arch_key} ({e}); the model likely "
+                                                      f"measuring {artifact.structure_key} ({e}); the model likely "
                                                       f"crashes the TVM runtime there") from None
             except TimeoutError as e:
                 self._drop_runner()
-                raise MeasurementError("timeout", f"{artifact.arch_key} on {self.ssh.address}: {e}") from None
+                raise MeasurementError("timeout", f"{artifact.structure_key} on {self.ssh.address}: {e}") from None
         latency = reply_latency(reply)
         self.last_seconds = {"compile": compiled - started, "upload": uploaded - compiled,
                              **reply["seconds"], "total": time.perf_counter() - started}

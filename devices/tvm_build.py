@@ -1,7 +1,7 @@
 """Host side of the TVM path: ONNX -> Relax -> a shared library for the device's target.
 
 Compiling costs the same for every candidate with one structure, so libraries are cached on disk
-by (arch_key, input shapes, target, cross compiler, TVM version): a structure measured again, by
+by (structure_key, input shapes, target, cross compiler, TVM version): a structure measured again, by
 this search or a later one, is compiled once. Libraries are built with TVM's default CPU pipeline,
 untuned: tuning each structure with MetaSchedule would cost minutes per candidate, so the latency
 measured is that of TVM's default schedules on the device, and is labelled so in the runtime info.
@@ -74,7 +74,7 @@ def library_key(artifact: ModelArtifact, target: dict, cross_compiler: str | Non
 
     inputs = [(s.name, list(s.shape), s.dtype) for s in artifact.inputs]
     pipeline = [PIPELINE, tvm_binary.KERNEL] if artifact.custom_ops else PIPELINE
-    what = json.dumps([artifact.arch_key, inputs, target, cross_compiler or "", tvm.__version__, pipeline],
+    what = json.dumps([artifact.structure_key, inputs, target, cross_compiler or "", tvm.__version__, pipeline],
                       sort_keys=True)
     return hashlib.sha256(what.encode()).hexdigest()[:24]
 
@@ -102,7 +102,7 @@ def compile_library(artifact: ModelArtifact, target: dict, cross_compiler: str |
                 executable.export_library(tmp)
         except Exception as e:
             raise MeasurementError(
-                "compile", f"could not link {artifact.arch_key} with {cross_compiler or 'the host compiler'}: "
+                "compile", f"could not link {artifact.structure_key} with {cross_compiler or 'the host compiler'}: "
                            f"{_first_line(e)}"
             ) from e
         os.replace(tmp, path)
@@ -125,11 +125,12 @@ def _build(artifact: ModelArtifact, target: dict):
         else:
             module = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
     except Exception as e:
-        raise MeasurementError("compile", f"TVM could not import {artifact.arch_key}'s ONNX: {_first_line(e)}") from e
+        raise MeasurementError("compile",
+                               f"TVM could not import {artifact.structure_key}'s ONNX: {_first_line(e)}") from e
     try:
         return tvm.compile(module, tvm.target.Target(target))
     except Exception as e:
-        raise MeasurementError("compile", f"TVM could not compile {artifact.arch_key} for {json.dumps(target)}: "
+        raise MeasurementError("compile", f"TVM could not compile {artifact.structure_key} for {json.dumps(target)}: "
                                           f"{_first_line(e)}") from e
 
 

@@ -103,14 +103,14 @@ class TvmCpuAgent:
         runtime = f"tvm {self._tvm} on this CPU ({self.target['mcpu']}, {self.num_threads} thread(s))"
         request = measure_request(artifact, library, protocol, runtime)
         try:
-            return self._call(request, protocol, artifact.arch_key)
+            return self._call(request, protocol, artifact.structure_key)
         except RunnerLost:
             self._stop_runner()  # a runner that died is started again and asked once more
         try:
-            return self._call(request, protocol, artifact.arch_key)
+            return self._call(request, protocol, artifact.structure_key)
         except RunnerLost as e:
             self._stop_runner()
-            raise MeasurementError("runtime", f"the tvm-cpu runner died twice while measuring {artifact.arch_key} "
+            raise MeasurementError("runtime", f"the tvm-cpu runner died twice while measuring {artifact.structure_key} "
                                               f"({e}); the model likely crashes the TVM runtime") from None
 
     def close(self) -> None:
@@ -153,7 +153,7 @@ class TvmCpuAgent:
             self._stop_runner()
             raise DeviceUnavailable(f"tvm-cpu: {hello['message']}")
 
-    def _call(self, request: dict, protocol: MeasurementProtocol, arch_key: str) -> Latency:
+    def _call(self, request: dict, protocol: MeasurementProtocol, structure_key: str) -> Latency:
         if self._runner is None or not self._runner.alive():
             self._stop_runner()
             self._start_runner()
@@ -161,7 +161,7 @@ class TvmCpuAgent:
             return reply_latency(self._runner.call(request, longest_measurement_s(protocol, LOAD_SLACK_S)))
         except TimeoutError as e:
             self._stop_runner()
-            raise MeasurementError("timeout", f"{arch_key} on tvm-cpu: {e}") from None
+            raise MeasurementError("timeout", f"{structure_key} on tvm-cpu: {e}") from None
 
     def _stop_runner(self) -> None:
         if self._runner is not None:

@@ -59,7 +59,7 @@ class VirtualAgent:
         try:
             mflops = graph_mflops(artifact.onnx)
         except Exception as e:
-            why = f"virtual device could not read the ONNX graph of {artifact.arch_key}: {type(e).__name__}: {e}"
+            why = f"virtual device could not read the ONNX graph of {artifact.structure_key}: {type(e).__name__}: {e}"
             raise MeasurementError("runtime", why) from e
         time.sleep(self.delay_s)
         rng = np.random.default_rng([self.seed, int(artifact.sha256[:15], 16)])

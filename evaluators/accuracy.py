@@ -1,4 +1,5 @@
-"""The accuracy proxy used during search: BatchNorm re-calibration, then top-1."""
+"""Top-1 accuracy, and BatchNorm re-calibration: the two steps of the search's accuracy proxy
+(`hilas.search.setup.proxy`)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,3 @@ def recalibrate_batchnorm(model: nn.Module, x: np.ndarray, batch_size: int = 256
         m.momentum = momentum
     return model.eval()
 
-
-def proxy_accuracy(model: nn.Module, calibration_x: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
-    """Top-1 on the validation images after BN re-calibration on the few-shot images."""
-    return top1(recalibrate_batchnorm(model, calibration_x), val_x, val_y)

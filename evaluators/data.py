@@ -81,7 +81,7 @@ def class_orders(y: np.ndarray, n_classes: int, seed: int) -> list[np.ndarray]:
 
 def few_shot_split(data: LabelledImages, *, shots: int, seed: int, validation: int | None = None) -> Split:
     """`shots` images per class for compression and, disjoint from them, `validation` images per class
-    (default: all the others) to score candidates.
+    (default: all the others; 0 where candidates are scored on other images) to score candidates.
 
     The few-shot images are the first of each class's seeded order and the validation images the last,
     so a smaller or larger `shots` with an explicit `validation` keeps the same validation images.
@@ -95,7 +95,7 @@ def few_shot_split(data: LabelledImages, *, shots: int, seed: int, validation: i
             raise ValueError(f"{data.name}: {name} has {len(order)} images, fewer than the {shots} shots per "
                              "class ([data] shots)")
         n_val = len(order) - shots if validation is None else validation
-        if n_val < 1 or shots + n_val > len(order):
+        if (n_val < 1 and validation != 0) or shots + n_val > len(order):
             raise ValueError(f"{data.name}: {name} has {len(order)} images: {shots} shots leave "
                              f"{len(order) - shots} for validation, and at least "
                              f"{max(1, validation or 1)} are needed ([data] validation)")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .distill import captured, relative_mse
+from .distillation import captured, relative_mse
 
 ADAPTER_LR = 3e-3
 

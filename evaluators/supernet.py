@@ -5,7 +5,7 @@ step trains four widths on the same batch, the sandwich rule (Yu & Huang, "Unive
 Networks", ICCV 2019): the largest, the smallest and two drawn at random, so the extremes bound
 every width in between; all four learn from the full-precision teacher's softened logits and the
 labels (knowledge distillation). A candidate then takes its channels and has its BatchNorm
-statistics re-estimated (evaluators.proxy_accuracy), so scoring it costs no training.
+statistics re-estimated (the search's accuracy proxy), so scoring it costs no training.
 
 Trained supernets are cached beside the default model, keyed by everything that changes them
 (the teacher's weights included).
@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .default import cache_dir
-from .distill import kd_loss, one_thread, shifted
+from .distillation import kd_loss, one_thread, shifted
 
 CACHE_VERSION = "supernet-v1"
 

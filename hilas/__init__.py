@@ -12,32 +12,24 @@ Ray: each name below is loaded when it is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .search import (Comparison, Front, Point, Run, RunConfig, UserError, compare_runs, export_candidate,
-                         load_config, load_model, recover_front, resume_run, start_run)
+    from .search import (
+        Comparison,
+        Front,
+        Point,
+        Run,
+        RunConfig,
+        UserError,
+        compare_runs,
+        export_candidate,
+        load_config,
+        load_model,
+    )
 
-# name -> the module that defines it
-_PUBLIC = {name: "hilas.search" for name in (
-    "Comparison", "Front", "Point", "Run", "RunConfig", "UserError", "compare_runs", "export_candidate", "load_config",
-    "load_model", "recover_front", "resume_run", "start_run")}
-
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    if name == "__version__":
-        from importlib.metadata import version
-
-        return version("hilas")
-    raise AttributeError(f"module 'hilas' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__, "__version__"])
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    ".search": ["Comparison", "Front", "Point", "Run", "RunConfig", "UserError", "compare_runs", "load_config",
+                "load_model"]})

@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hilas.devices import MeasurementProtocol
-
-from .errors import UserError
+from hilas.search.errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -20,7 +19,7 @@ DATA_FORMATS = ("digits", "image-folder", "npz", "idx")
 PROXIES = ("batchnorm", "distillation")
 ALGORITHMS = ("nsga2", "random")
 OBJECTIVES = ("latency", "flops")
-_TABLES = {
+_TABLES: dict[str, dict[str, type]] = {
     "model": {"name": str, "factory": str, "weights": str, "export": str, "input_shape": list},
     "data": {"format": str, "path": str, "labels": str, "validation_path": str, "validation_labels": str,
              "shots": int, "seed": int, "validation": int, "mean": list,

@@ -1,23 +1,36 @@
-"""Starting, resuming and listing runs: what the CLI and the Python API both call."""
+"""Starting and resuming runs: the devices started, the run set up, the loop run. What `Run.start` and
+`Run.resume` (and so the CLI) call; reading a run needs none of it (see `store` and `run`)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from hilas.devices import (LOCAL_CPU, DevicePool, DeviceRegistry, DeviceSpec, DeviceUnavailable, LatencyDatabase,
-                     fingerprint, spec_from_table, spec_to_table)
+import torch
 
-from .config import RunConfig
-from .engine import Search, keep_host_off
-from .errors import UserError
-from .fronts import Front, run_fronts
-from .store import RecoveredRow, Store, is_run_dir
-from .task import SearchTask, check_searchable, load_task, make_space
+from hilas.devices import (
+    LOCAL_CPU,
+    DevicePool,
+    DeviceRegistry,
+    DeviceSpec,
+    DeviceUnavailable,
+    LatencyDatabase,
+    fingerprint,
+    spec_from_table,
+    spec_to_table,
+)
+from hilas.search.config import RunConfig
+from hilas.search.errors import UserError
+from hilas.search.loop.search import Search
+from hilas.search.results.fronts import Front, run_fronts
+from hilas.search.setup.drops import with_recovered_drops
+from hilas.search.setup.task import SearchTask, check_searchable, load_task, make_space
+from hilas.search.store import Store, is_run_dir, open_run
 
 
 @dataclass
@@ -89,7 +102,11 @@ def _execute(run_dir: Path, cfg: RunConfig, task: SearchTask, store: Store, pool
     except OSError as e:
         raise UserError(str(e)) from None
     try:
-        Search(store, space, task, pool, cfg, infos, database, on_progress=progress.on_evaluation).run()
+        search = Search(store, task, pool, cfg, infos, database, on_progress=progress.on_evaluation)
+        if cfg.drops and cfg.drop_recovery_steps:
+            space = with_recovered_drops(store, space, task, cfg.drop_recovery_steps, search.structure_costs,
+                                         search.on_progress)
+        search.run(space)
     finally:
         database.close()
     return run_fronts(run_dir, store)
@@ -121,7 +138,7 @@ def start_run(cfg: RunConfig, run_dir: Path, progress: Progress | None = None,
     with started_pool(cfg, specs) as (pool, infos):
         store = Store.create(run_dir, cfg.to_dict(), task.split)
         try:
-            store.set("reference_accuracy", task.reference_accuracy)
+            store.reference_accuracy = task.reference_accuracy
             for spec in specs:
                 store.add_device(spec.name, spec.kind, infos[spec.name])
             return _execute(run_dir, cfg, task, store, pool, infos, progress)
@@ -147,80 +164,30 @@ def resume_run(run_dir: Path, progress: Progress | None = None) -> dict[str, Fro
     progress = progress or Progress()
     store = open_run(run_dir)
     try:
-        cfg = RunConfig.from_dict(store.get("config"))
+        cfg = RunConfig.from_dict(store.config)
         specs = resolve_devices(cfg)
         task = load_task(cfg, progress.on_train_epoch)
-        if task.split != store.get("split"):
+        if task.split != store.split:
             raise UserError(f"{run_dir}: the data split differs from the one this run started with; "
                             "it cannot be resumed with this version of hilas")
         with started_pool(cfg, specs) as (pool, infos):
             _check_same_devices(Path(run_dir), store, infos)
             store.forget_lost_device_failures()
-            store.set("resumed", time.time())
+            store.resumed = time.time()
             return _execute(Path(run_dir), cfg, task, store, pool, infos, progress)
     finally:
         store.close()
 
 
-def open_run(run_dir: Path) -> Store:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory not found: {run_dir}")
-    if not is_run_dir(run_dir):
-        raise UserError(f"{run_dir} is not a hilas run (no run.sqlite in it)")
-    try:
-        return Store.open(run_dir)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+def keep_host_off(cores: set[int]) -> None:
+    """Run the host's accuracy work on the cores no local device agent is pinned to.
 
-
-def fronts(run_dir: Path, accuracy_kind: str = "proxy") -> dict[str, Front]:
-    """The fronts of a finished or unfinished run, one per device, by the search's proxy accuracy or (accuracy_kind
-    "recovered") by the accuracy after `hilas front recover`."""
-    store = open_run(run_dir)
-    try:
-        return run_fronts(Path(run_dir), store, accuracy_kind)
-    finally:
-        store.close()
-
-
-def recovered(run_dir: Path) -> list[RecoveredRow]:
-    """The candidates the run's latest `front recover` settings recovered."""
-    store = open_run(run_dir)
-    try:
-        latest = store.get("recovery")
-        return store.recovered(latest["method"]) if latest else []
-    finally:
-        store.close()
-
-
-def summary(run_dir: Path) -> dict:
-    """What the last session of a run did (latencies measured, reused, failed; drift repeats)."""
-    store = open_run(run_dir)
-    try:
-        return store.get("summary", {})
-    finally:
-        store.close()
-
-
-def list_runs(root: Path) -> list[dict]:
-    """Every run directory directly under `root` (or `root` itself), newest first."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"directory not found: {root}")
-    dirs = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if is_run_dir(p))
-    out = []
-    for d in dirs:
-        try:
-            store = open_run(d)
-        except UserError as e:
-            out.append({"run": str(d), "status": f"unreadable: {e}", "created": d.stat().st_mtime, "devices": [],
-                        "budget": 0, "candidates": 0, "measurements": 0, "from_database": 0, "failures": 0})
-            continue
-        try:
-            cfg = store.get("config")
-            out.append({"run": str(d), "status": store.get("status"), "created": store.get("created"),
-                        "devices": cfg["devices"], "budget": cfg["budget"], **store.counts()})
-        finally:
-            store.close()
-    return sorted(out, key=lambda r: r["created"], reverse=True)
+    A local CPU agent times models on its own core; host work on that core would show up in its
+    measurements as noise.
+    """
+    if not cores or not hasattr(os, "sched_setaffinity"):
+        return
+    rest = set(os.sched_getaffinity(0)) - cores
+    if rest:
+        os.sched_setaffinity(0, rest)
+        torch.set_num_threads(len(rest))

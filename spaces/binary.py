@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .candidate import Candidate, ModelStats
 from .space import model_signature
+from .variant import ModelStats, Variant
 
 CUSTOM_DOMAIN = "ai.hilas"
 BINARY_CONV_OP = "BinaryConv2d"
@@ -204,7 +204,7 @@ class BiRealNet(nn.Module):
     each next one at half), average pooling and a full-precision classifier.
 
     The stages are named stage1, stage2... as in the embedded DigitsResNet, so distillation that
-    matches a teacher's stage outputs by name (evaluators.distill) finds them.
+    matches a teacher's stage outputs by name (evaluators.distillation) finds them.
     """
 
     def __init__(self, widths: Sequence[int], blocks_per_stage: int = BLOCKS_PER_STAGE, in_channels: int = 1,
@@ -324,11 +324,11 @@ class BinaryWidthSpace:
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         return rng.integers(self.lower, self.upper + 1)
 
-    def decode(self, genome: np.ndarray) -> Candidate:
+    def decode(self, genome: np.ndarray) -> Variant:
         genome = self.repair(genome)
         widths = self.widths(genome)
-        arch_key = f"{self.signature}/binary-w=" + ".".join(map(str, widths))
-        key = hashlib.sha256(arch_key.encode()).hexdigest()[:20]
-        return Candidate(genome=genome, arch_key=arch_key, key=key,
+        structure_key = f"{self.signature}/binary-w=" + ".".join(map(str, widths))
+        key = hashlib.sha256(structure_key.encode()).hexdigest()[:20]
+        return Variant(genome=genome, structure_key=structure_key, model_key=key,
                          widths={f"stage{s + 1}": w for s, w in enumerate(widths)}, dropped=(),
                          _build=lambda: inherit(self.supernet, widths))

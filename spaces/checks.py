@@ -41,7 +41,7 @@ def check_space(space: ComposedSpace) -> None:
     expected = run_model(space.base_model, space.example_input).shape
     for genome in space.seeds():
         candidate = space.decode(genome)
-        what = f"the model pruned to {candidate.arch_key.partition('/')[2]}"
+        what = f"the model pruned to {candidate.structure_key.partition('/')[2]}"
         try:
             model = candidate.build()
         except Exception as e:  # Torch-Pruning's own errors while removing channels

@@ -87,6 +87,17 @@ class BlockDropSpace(PartSpace):
         self.n_var = len(self.blocks)
         self.drop_probability = drop_probability
 
+    def with_adapters(self, adapters: dict[str, DropAdapters], ranking: Sequence[str]) -> BlockDropSpace:
+        """This space with trained adapters and a ranking of its blocks (the blocks and their shapes are kept,
+        not traced again)."""
+        unknown = [b for b in [*adapters, *ranking] if b not in self.blocks]
+        if unknown:
+            raise ValueError(f"adapters or ranking name '{unknown[0]}', which is not a droppable block")
+        changed = copy.copy(self)
+        changed.adapters, changed.ranking = dict(adapters), list(ranking)
+        changed._composed = None
+        return changed
+
     def replacement(self, block: str) -> nn.Module:
         """What a dropped block becomes, before any adapter is folded in."""
         if block not in self.shape_changing:

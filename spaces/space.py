@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .candidate import Candidate
+from .variant import Variant
 
 
 class Space(Protocol):
@@ -24,7 +24,7 @@ class Space(Protocol):
     upper: np.ndarray
 
     def repair(self, genome: np.ndarray) -> np.ndarray: ...
-    def decode(self, genome: np.ndarray) -> Candidate: ...
+    def decode(self, genome: np.ndarray) -> Variant: ...
     def seeds(self) -> list[np.ndarray]: ...
     def sample(self, rng: np.random.Generator) -> np.ndarray: ...
     def baseline(self) -> np.ndarray: ...
@@ -99,6 +99,13 @@ class ComposedSpace:
         self.lower = np.zeros(self.n_var, dtype=np.int64)
         self.upper = np.ones(self.n_var, dtype=np.int64)
 
+    def replaced(self, part: Part, by: Part) -> ComposedSpace:
+        """The same space with one part swapped for another of the same genes (e.g. drops with their trained
+        adapters); the other parts are shared, not rebuilt."""
+        if by.n_var != part.n_var:
+            raise ValueError(f"a part of {part.n_var} genes cannot be replaced by one of {by.n_var}")
+        return ComposedSpace([by if p is part else p for p in self.parts])
+
     def split(self, genome: np.ndarray) -> list[np.ndarray]:
         genome = np.asarray(genome)
         if genome.shape != (self.n_var,):
@@ -128,7 +135,7 @@ class ComposedSpace:
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         return self._join([p.sample(rng) for p in self.parts])
 
-    def decode(self, genome: np.ndarray) -> Candidate:
+    def decode(self, genome: np.ndarray) -> Variant:
         genome = self.repair(genome)
         slices = self.split(genome)
         removed = frozenset().union(*(p.removed(g) for p, g in zip(self.parts, slices)))
@@ -140,8 +147,8 @@ class ComposedSpace:
             widths.update(part_widths)
             words.append(word)
             ident.update(part.identity(genes, removed))
-        arch_key = "/".join(words)
-        ident.update(arch_key.encode())
+        structure_key = "/".join(words)
+        ident.update(structure_key.encode())
 
         def build() -> nn.Module:
             model = copy.deepcopy(self.base_model).eval()
@@ -149,7 +156,7 @@ class ComposedSpace:
                 part.apply(model, genes)
             return model.eval()
 
-        return Candidate(genome=genome, arch_key=arch_key, key=ident.hexdigest()[:20], widths=widths,
+        return Variant(genome=genome, structure_key=structure_key, model_key=ident.hexdigest()[:20], widths=widths,
                          dropped=tuple(sorted(removed)), _build=build)
 
 
@@ -169,5 +176,5 @@ class PartSpace:
     def upper(self) -> np.ndarray:
         return self._alone().upper
 
-    def decode(self, genome: np.ndarray) -> Candidate:
+    def decode(self, genome: np.ndarray) -> Variant:
         return self._alone().decode(genome)

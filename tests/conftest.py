@@ -69,7 +69,8 @@ def trained_default(default_cache, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def finished_runs(tmp_path_factory, default_cache) -> tuple[Path, Path]:
     """Two small finished runs (search seeds 1 and 2) on two simulated devices, made once per session."""
-    from hilas.search import RunConfig, start_run
+    from hilas.search import RunConfig
+    from hilas.search.runs import start_run
 
     root = tmp_path_factory.mktemp("finished-runs")
     with pytest.MonkeyPatch.context() as env:
@@ -81,3 +82,13 @@ def finished_runs(tmp_path_factory, default_cache) -> tuple[Path, Path]:
                                 device_definitions=SIMULATED_DEVICES, measurement=FAST_MEASUREMENT),
                       root / f"seed-{seed}")
     return root / "seed-1", root / "seed-2"
+
+
+# A test that uses one of these (a finished search, the trained default) is slow whatever its own marks say.
+SLOW_FIXTURES = {"finished_runs", "trained_default", "default_cache"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

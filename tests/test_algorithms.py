@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-import hilas.search.engine
-from hilas.search import RunConfig, UserError, start_run
+import hilas.search.loop.nsga2
+from hilas.search import RunConfig, UserError
 from hilas.search.config import parse_config
+from hilas.search.runs import start_run
+from hilas.search.setup.task import compose_space, load_task
 from hilas.search.store import Store
-from hilas.search.task import compose_space, load_task
 from tests.conftest import FAST_MEASUREMENT, SIMULATED_DEVICES
 
 
@@ -35,13 +36,14 @@ def test_random_search_is_the_baseline_then_the_spaces_own_samples(trained_defau
 
 def test_a_flops_search_steers_by_the_stored_flops(trained_default, tmp_path, monkeypatch):
     told = []
-    original = hilas.search.engine._Nsga2.tell
-    monkeypatch.setattr(hilas.search.engine._Nsga2, "tell", lambda self, F, G: (told.append(F), original(self, F, G)))
+    original = hilas.search.loop.nsga2.Nsga2.tell
+    monkeypatch.setattr(hilas.search.loop.nsga2.Nsga2, "tell",
+                        lambda self, F, G: (told.append(F), original(self, F, G)))
     start_run(small(objective="flops"), tmp_path / "run")
     store = Store.open(tmp_path / "run")
     rows = sorted(store.candidates(), key=lambda c: c.candidate)
-    flops = [store.structure(c.arch_key)["flops"] for c in rows]
-    errors = [1 - store.accuracy(c.key)[1] for c in rows]
+    flops = [store.structure(c.structure_key)["flops"] for c in rows]
+    errors = [1 - store.accuracy(c.model_key)[1] for c in rows]
     store.close()
     F = np.concatenate(told)
     assert F.shape == (8, 2)

@@ -30,7 +30,7 @@ def one_epoch_default(tmp_path, monkeypatch):
     import hilas.evaluators.default
 
     monkeypatch.setenv("HILAS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(evaluators.default, "EPOCHS", 1)
+    monkeypatch.setattr(hilas.evaluators.default, "EPOCHS", 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -45,6 +45,7 @@ def _recorded(saved: dict, command: str) -> None:
     assert {"python", "torch", "ray", "onnxruntime"} <= set(saved["versions"])
 
 
+@pytest.mark.slow
 def test_utilisation_quick(tmp_path, one_epoch_default, readme_untouched):
     out = tmp_path / "results"
     utilisation.write_results(utilisation.run(utilisation.QUICK), out, readme=False)
@@ -67,6 +68,7 @@ def test_utilisation_quick(tmp_path, one_epoch_default, readme_untouched):
     assert saved["machine_cpu_busy"] is None or 0 <= saved["machine_cpu_busy"] <= 1
 
 
+@pytest.mark.slow
 def test_scaling_quick(tmp_path, readme_untouched):
     out = tmp_path / "results"
     settings = scaling.QUICK

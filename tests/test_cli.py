@@ -3,7 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from hilas.search.cli import app
+from hilas.search.cli.main import app
 
 
 @pytest.mark.parametrize("args, message", [

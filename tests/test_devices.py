@@ -198,7 +198,7 @@ def test_rounds_that_disagree_are_measured_again_then_reported_as_noise():
                                    cooldown_seconds=0, max_remeasures=2)
     with pytest.raises(MeasurementError, match="noisy.*1, 2 ms vary by 33.3%.*3 attempts") as info:
         measure_rounds(timer.open_run, protocol, "fake", timer)
-    assert info.value.kind == "noisy" and timer.sessions == 6
+    assert info.value.failure == "noisy" and timer.sessions == 6
     assert info.value.latency.round_medians_ms == (1.0, 2.0)  # the evidence is kept
     calm = FakeTimer(1.0, 2.0, 1.0, 1.0)  # the second attempt agrees
     lat = measure_rounds(calm.open_run, protocol, "fake", calm)
@@ -210,7 +210,7 @@ def test_rounds_that_disagree_are_measured_again_then_reported_as_noise():
 
 def test_export_describes_the_model(tiny):
     _, _, artifact = tiny
-    assert artifact.arch_key == "tiny-w4"
+    assert artifact.structure_key == "tiny-w4"
     assert artifact.inputs == (TensorSpec("input", (1, 3, 8, 8), "float32"),)
     assert artifact.sha256 == hashlib.sha256(artifact.onnx).hexdigest()
 
@@ -227,7 +227,7 @@ def test_exported_model_computes_what_torch_computes(tiny):
 def test_export_silences_only_the_dynamo_false_warning():
     class Noisy(TinyNet):
         def forward(self, x):
-            warnings.warn("a warning the user must see", UserWarning)
+            warnings.warn("a warning the user must see", UserWarning, stacklevel=1)
             return super().forward(x)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -245,7 +245,7 @@ def test_export_failure_is_a_measurement_error():
 
     with pytest.raises(MeasurementError, match="broken-1.*unsupported layer") as info:
         export_onnx(Broken(), torch.randn(1, 3, 8, 8), "broken-1")
-    assert info.value.kind == "export"
+    assert info.value.failure == "export"
 
 
 def test_onnxruntime_agent_measures(tiny):
@@ -266,7 +266,7 @@ def test_onnxruntime_agent_reports_a_corrupt_model(tiny):
     corrupt = ModelArtifact("corrupt-1", b"not an onnx model", tiny[2].inputs)
     with pytest.raises(MeasurementError, match="corrupt-1") as info:
         OnnxRuntimeCpuAgent().measure(corrupt, QUICK)
-    assert info.value.kind == "runtime"
+    assert info.value.failure == "runtime"
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs os.sched_getaffinity")
@@ -322,7 +322,7 @@ class Throttles:
         self.ms, self.slow_after, self.measured = ms, slow_after, []
 
     def measure(self, artifact, protocol):
-        self.measured.append(artifact.arch_key)
+        self.measured.append(artifact.structure_key)
         ms = self.ms * (1.3 if len(self.measured) > self.slow_after else 1.0)
         return summarize([[ms] * 3], warmup_runs=0, runtime="throttles")
 
@@ -348,7 +348,7 @@ def test_drift_repeats_the_batch_and_is_recorded(tiny):
 def test_a_device_that_cannot_run_the_reference_still_measures(tiny):
     class NoReference(Throttles):
         def measure(self, artifact, protocol):
-            if artifact.arch_key == "hilas-reference-v1":
+            if artifact.structure_key == "hilas-reference-v1":
                 raise MeasurementError("compile", "unsupported")
             return super().measure(artifact, protocol)
 
@@ -381,7 +381,7 @@ def test_virtual_agent_latency_follows_flops_and_is_reproducible(tiny):
 def test_virtual_agent_reports_a_corrupt_model(tiny):
     with pytest.raises(MeasurementError, match="corrupt-2") as info:
         VirtualAgent().measure(ModelArtifact("corrupt-2", b"\x00garbage", tiny[2].inputs), QUICK)
-    assert info.value.kind == "runtime"
+    assert info.value.failure == "runtime"
 
 
 # -- errors --------------------------------------------------------------------
@@ -391,7 +391,7 @@ def test_measurement_error_is_one_line_and_crosses_processes():
     error = MeasurementError("compile", "no schedule for\n  conv2d")
     assert str(error) == "compile error: no schedule for conv2d"
     copy = pickle.loads(pickle.dumps(error))
-    assert (copy.kind, copy.message, copy.latency) == ("compile", "no schedule for\n  conv2d", None)
+    assert (copy.failure, copy.message, copy.latency) == ("compile", "no schedule for\n  conv2d", None)
     evidence = summarize([[1.0], [2.0]], warmup_runs=0, runtime="rt")
     assert pickle.loads(pickle.dumps(MeasurementError("noisy", "rounds disagree", evidence))).latency == evidence
     with pytest.raises(ValueError, match="crash"):

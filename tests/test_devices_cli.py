@@ -7,9 +7,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from hilas.devices import DeviceRegistry, DeviceSpec, DeviceUnavailable
-from hilas.search import devices_cli
-from hilas.search.cli import app
-from hilas.search.devices_cli import parse_value
+from hilas.search.cli import devices as devices_cli
+from hilas.search.cli.common import parse_value
+from hilas.search.cli.main import app
 
 
 @pytest.fixture(autouse=True)

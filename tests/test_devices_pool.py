@@ -22,6 +22,8 @@ from hilas.devices import (
     summarize,
 )
 
+pytestmark = pytest.mark.slow  # every test here starts a Ray pool
+
 QUICK = MeasurementProtocol(warmup_runs=2, warmup_seconds=0.0, min_samples=10, min_seconds=0.0, max_seconds=1.0,
                             cooldown_seconds=0.0, noise_threshold=1.0)
 HERE = "tests.test_devices_pool"
@@ -48,7 +50,7 @@ class _Fake:
 
 class CompileFails(_Fake):
     def measure(self, artifact, protocol):
-        raise MeasurementError("compile", f"no kernel for {artifact.arch_key}")
+        raise MeasurementError("compile", f"no kernel for {artifact.structure_key}")
 
 
 class Buggy(_Fake):
@@ -83,7 +85,7 @@ class LostAfterOne(_Fake):
     measured = 0
 
     def measure(self, artifact, protocol):
-        if artifact.arch_key.startswith("conv-"):
+        if artifact.structure_key.startswith("conv-"):
             LostAfterOne.measured += 1
             if LostAfterOne.measured > 1:
                 raise DeviceUnavailable("board 10.0.0.7:22: no answer within 10 s (tried 3 times)")
@@ -135,8 +137,8 @@ def test_measures_every_artifact_on_every_device(artifacts, monkeypatch):
         assert pool.pending() == 6
         results = drain(pool)
     assert {name: info["kind"] for name, info in infos.items()} == {"local-cpu": "onnxruntime-cpu", "sim": "virtual"}
-    assert sorted((r.device, r.arch_key) for r in results) == sorted(
-        (d, a.arch_key) for d in ("local-cpu", "sim") for a in artifacts
+    assert sorted((r.device, r.structure_key) for r in results) == sorted(
+        (d, a.structure_key) for d in ("local-cpu", "sim") for a in artifacts
     )
     assert all(r.error is None and r.latency.n >= QUICK.min_samples for r in results)
     assert len(puts) == len(artifacts)  # each artifact stored once, however many devices measure it
@@ -150,8 +152,9 @@ def test_agent_errors_come_back_as_results(artifacts):
         pool.submit("buggy", artifacts[0])
         results = {r.device: r for r in drain(pool)}
     assert results["no-kernel"].latency is None
-    assert (results["no-kernel"].error.kind, results["no-kernel"].error.message) == ("compile", "no kernel for conv-6")
-    assert results["buggy"].error.kind == "runtime" and "ZeroDivisionError" in results["buggy"].error.message
+    no_kernel = results["no-kernel"].error
+    assert (no_kernel.failure, no_kernel.message) == ("compile", "no kernel for conv-6")
+    assert results["buggy"].error.failure == "runtime" and "ZeroDivisionError" in results["buggy"].error.message
 
 
 def test_work_goes_out_in_batches_of_drift_check_every(artifacts):
@@ -213,7 +216,7 @@ def test_a_crashed_device_is_restarted_and_its_work_resubmitted(artifacts, tmp_p
             pool.submit("flaky", artifact)
         results = drain(pool)
     assert (tmp_path / "crashed").exists()
-    assert sorted(r.arch_key for r in results) == ["conv-6", "conv-8"]
+    assert sorted(r.structure_key for r in results) == ["conv-6", "conv-8"]
     assert all(r.latency is not None for r in results)
 
 
@@ -225,13 +228,13 @@ def test_a_device_that_keeps_crashing_is_given_up(artifacts):
         results = drain(pool)
         pool.submit("doomed", artifacts[2])  # a broken device answers at once
         results += pool.poll()
-    errors = {r.arch_key: r.error for r in results if r.latency is None}
-    assert sorted(errors) == ["conv-10", "conv-6", "conv-8"] and {e.kind for e in errors.values()} == {"device"}
+    errors = {r.structure_key: r.error for r in results if r.latency is None}
+    assert sorted(errors) == ["conv-10", "conv-6", "conv-8"] and {e.failure for e in errors.values()} == {"device"}
     # the model running during both deaths is blamed; the rest is refused because the device is given up
     assert "'doomed' died twice while measuring this model" in errors["conv-6"].message
-    for arch_key in ("conv-8", "conv-10"):
-        assert "'doomed' is unavailable" in errors[arch_key].message
-        assert "1 allowed restarts are used up" in errors[arch_key].message
+    for structure_key in ("conv-8", "conv-10"):
+        assert "'doomed' is unavailable" in errors[structure_key].message
+        assert "1 allowed restarts are used up" in errors[structure_key].message
 
 
 def test_a_stuck_measurement_times_out_and_the_device_is_restarted(artifacts):
@@ -239,14 +242,15 @@ def test_a_stuck_measurement_times_out_and_the_device_is_restarted(artifacts):
         pool.start()
         for artifact in artifacts[:3]:
             pool.submit("stuck", artifact)
-        results = {r.arch_key: r.error for r in drain(pool)}
+        results = {r.structure_key: r.error for r in drain(pool)}
     # the batch of three overran (0.5 s a measurement: 4.5 s with three references and a possible
     # repeat); after the restart the first, measured alone, overran again and is blamed; the device
     # had no restart left, so the other two never ran
-    assert [results[a.arch_key].kind for a in artifacts] == ["timeout", "device", "device"]
+    assert [results[a.structure_key].failure for a in artifacts] == ["timeout", "device", "device"]
     assert "conv-6 did not finish on device 'stuck' within 2.5 s" in results["conv-6"].message
-    for arch_key in ("conv-8", "conv-10"):
-        assert "batch did not finish within 2.5 s, and its 1 allowed restarts are used up" in results[arch_key].message
+    for structure_key in ("conv-8", "conv-10"):
+        assert "batch did not finish within 2.5 s, and its 1 allowed restarts are used up" \
+            in results[structure_key].message
 
 
 def test_a_device_lost_midway_keeps_what_it_measured_and_gets_no_more_work(artifacts):
@@ -261,9 +265,9 @@ def test_a_device_lost_midway_keeps_what_it_measured_and_gets_no_more_work(artif
         pool.submit("board", artifacts[0])  # refused at once, not queued
         results += pool.poll()
     board = [r for r in results if r.device == "board"]
-    assert [r.arch_key for r in board if r.latency is not None] == ["conv-6"]
+    assert [r.structure_key for r in board if r.latency is not None] == ["conv-6"]
     lost = [r for r in board if r.latency is None]
-    assert len(lost) == 3 and {r.error.kind for r in lost} == {"device"}
+    assert len(lost) == 3 and {r.error.failure for r in lost} == {"device"}
     assert all("'board' is unhealthy and gets no more work" in r.error.message for r in lost)
-    assert sorted(r.arch_key for r in results if r.device == "other" and r.latency is not None) == \
-        sorted(a.arch_key for a in artifacts)
+    assert sorted(r.structure_key for r in results if r.device == "other" and r.latency is not None) == \
+        sorted(a.structure_key for a in artifacts)

@@ -10,17 +10,18 @@ import torch
 from typer.testing import CliRunner
 
 from hilas.evaluators import top1
-from hilas.search import Run, RunConfig, UserError, fronts, load_model
-from hilas.search.cli import app
+from hilas.search import Run, RunConfig, UserError, load_model
+from hilas.search.cli.main import app
+from hilas.search.results.fronts import read_fronts
+from hilas.search.setup.task import load_task
 from hilas.search.store import Store
-from hilas.search.task import load_task
 
 
 def stored(run, candidate: int) -> tuple[float, dict]:
     """A candidate's accuracy and structure as the run stored them."""
     store = Store.open(run)
     row = next(c for c in store.candidates() if c.candidate == candidate)
-    accuracy, structure = store.accuracy(row.key)[1], store.structure(row.arch_key)
+    accuracy, structure = store.accuracy(row.model_key)[1], store.structure(row.structure_key)
     store.close()
     return accuracy, structure
 
@@ -28,7 +29,7 @@ def stored(run, candidate: int) -> tuple[float, dict]:
 def test_an_exported_front_member_reproduces_its_accuracy_and_its_onnx_matches(finished_runs, trained_default,
                                                                                 tmp_path):
     run = finished_runs[0]
-    front = fronts(run)["sim"]
+    front = read_fronts(run)["sim"]
     chosen = next(p for p in front.points if p is not front.baseline)
     result = CliRunner().invoke(app, ["front", "export", str(run), str(chosen.candidate), "-o", str(tmp_path / "x")])
     assert result.exit_code == 0, result.output
@@ -47,13 +48,19 @@ def test_an_exported_front_member_reproduces_its_accuracy_and_its_onnx_matches(f
     assert f"Top-1 **{100 * accuracy:.1f} %**" in readme and f"{chosen.latency.median_ms:.4f}" in readme
     assert "load_model" in readme and "sim-fast" in readme
 
+    # an export of the first format (its keys named arch_key and key) loads as it did
+    structure = json.loads((tmp_path / "x" / "structure.json").read_text())
+    first = {"arch_key" if k == "structure_key" else "key" if k == "model_key" else k: v for k, v in structure.items()}
+    (tmp_path / "x" / "structure.json").write_text(json.dumps({**first, "format": "hilas-export-1"}))
+    assert top1(load_model(tmp_path / "x"), task.validation_x, task.validation_y) == accuracy
+
 
 def test_the_rebuilt_module_has_the_candidates_structure(finished_runs, trained_default, tmp_path):
     run = Run(finished_runs[0])
     store = Store.open(run.dir)
     # a candidate with a dropped block and pruned channels (the first population holds single drops)
     candidate = next(c.candidate for c in store.candidates()
-                     if store.structure(c.arch_key)["dropped"] and store.accuracy(c.key)[1] is not None)
+                     if store.structure(c.structure_key)["dropped"] and store.accuracy(c.model_key)[1] is not None)
     store.close()
     path = run.export(candidate, tmp_path / "x")
     structure = json.loads((path / "structure.json").read_text())
@@ -81,7 +88,7 @@ def test_export_refuses_weights_that_are_not_the_ones_searched(finished_runs, tr
             model.fc.weight.add_(0.5 * torch.randn_like(model.fc.weight))
         return dataclasses.replace(task, model=model.eval())
 
-    monkeypatch.setattr("hilas.search.export.load_task", retrained)
+    monkeypatch.setattr("hilas.search.results.export.load_task", retrained)
     with pytest.raises(UserError, match="not the ones the run searched"):
         Run(finished_runs[0]).export(1, tmp_path / "x")
     assert not (tmp_path / "x").exists()

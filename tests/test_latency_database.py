@@ -69,3 +69,37 @@ def test_two_runs_can_share_it(tmp_path):
     a.close(), b.close()
     with pytest.raises(sqlite3.ProgrammingError):
         a.get("fp", "arch", INPUTS)
+
+
+def test_a_database_of_the_first_layout_is_migrated_and_its_measurements_are_reused(tmp_path):
+    """hilas 0.1 named the structure key's column arch_key and set no layout version: the file is migrated in
+    place, its entries found again."""
+    path = tmp_path / "old.sqlite"
+    measured = summarize([[1.0, 1.0], [1.0]], warmup_runs=1, runtime="test")
+    inputs = (TensorSpec("input", (1, 1, 8, 8)),)
+    db = sqlite3.connect(path)
+    db.executescript("""CREATE TABLE fingerprints (fingerprint TEXT PRIMARY KEY, info TEXT NOT NULL,
+            created REAL NOT NULL);
+        CREATE TABLE latencies (fingerprint TEXT NOT NULL, arch_key TEXT NOT NULL, inputs TEXT NOT NULL,
+            harness TEXT NOT NULL, median_ms REAL NOT NULL, latency TEXT NOT NULL, samples BLOB NOT NULL,
+            created REAL NOT NULL, PRIMARY KEY (fingerprint, arch_key, inputs, harness));""")
+    db.execute("INSERT INTO latencies VALUES ('fp', 'arch1', ?, ?, 1.0, ?, ?, 0)",
+               (inputs_key(inputs), HARNESS_VERSION, *measured.to_record()))
+    db.commit()
+    db.close()
+    database = LatencyDatabase(path)
+    try:
+        assert database.get("fp", "arch1", inputs) == measured
+        assert database.db.execute("PRAGMA user_version").fetchone()[0] == 1
+    finally:
+        database.close()
+    assert LatencyDatabase(path).get("fp", "arch1", inputs) == measured  # and opens again as it is
+
+
+def test_a_database_of_a_newer_layout_is_refused(tmp_path):
+    path = tmp_path / "new.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(OSError, match="written by a newer hilas"):
+        LatencyDatabase(path)

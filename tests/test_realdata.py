@@ -13,10 +13,12 @@ import pytest
 
 from benchmarks.train_teacher import mnist_teacher
 from hilas.evaluators import top1
-from hilas.search import export_candidate, load_config, load_model, start_run
-from hilas.search.recover import recover_front
+from hilas.search import load_config, load_model
+from hilas.search.results.export import export_candidate
+from hilas.search.results.recover import recover_front
+from hilas.search.runs import start_run
+from hilas.search.setup.task import load_task
 from hilas.search.store import Store
-from hilas.search.task import load_task
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -36,12 +38,13 @@ def test_a_recovered_front_holds_a_twice_faster_model_within_a_point(teacher, tm
     proxy = start_run(load_config(teacher / "hilas.toml"), run)["local-cpu"]
     recovered = recover_front(run, device="local-cpu")["local-cpu"]
     store = Store.open(run)
-    reference = store.get("reference_accuracy")  # the original model on the validation split
-    split = store.get("split")
+    reference = store.reference_accuracy  # the original model on the validation split
+    split = store.split
     store.close()
     base_ms = proxy.baseline.latency.median_ms
     rows = [{"candidate": p.candidate, "speedup": base_ms / p.latency.median_ms, "median_ms": p.latency.median_ms,
-             "top1_proxy": next(q.accuracy for q in proxy.evaluated if q.key == p.key), "top1_recovered": p.accuracy,
+             "top1_proxy": next(q.accuracy for q in proxy.evaluated if q.model_key == p.model_key),
+             "top1_recovered": p.accuracy,
              "points_below_original": 100 * (reference - p.accuracy)} for p in recovered.points]
     print(json.dumps({"original_top1": reference, "original_median_ms": base_ms, "shots": split["shots_per_class"],
                       "validation_images": len(split["validation"]), "recovered_front": rows}, indent=1))

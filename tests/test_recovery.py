@@ -8,13 +8,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import hilas.search.recover
+import hilas.search.results.recover
 from hilas.evaluators import Recipe, distill, recalibrate_batchnorm, top1
-from hilas.search import RunConfig, UserError, export_candidate, fronts, load_model, start_run
-from hilas.search.cli import app
-from hilas.search.recover import recover_front, spread
+from hilas.search import RunConfig, UserError, load_model
+from hilas.search.cli.main import app
+from hilas.search.results.export import export_candidate
+from hilas.search.results.fronts import read_fronts
+from hilas.search.results.recover import recover_front, spread
+from hilas.search.runs import start_run
+from hilas.search.setup.task import load_task
 from hilas.search.store import Store
-from hilas.search.task import load_task
 from hilas.spaces import AdaptedDrop, BlockDropSpace, ComposedSpace, FilterMaskSpace, adapter_sites
 from tests.conftest import FAST_MEASUREMENT
 
@@ -63,7 +66,7 @@ def test_distillation_recovers_more_than_batchnorm_recalibration(trained_default
     masks = FilterMaskSpace(task.model, task.example_input, seed_ratios=(0.5,))
     half = ComposedSpace([masks]).decode(masks.seeds()[0])
     recalibrated = top1(recalibrate_batchnorm(half.build(), task.calibration_x), task.validation_x, task.validation_y)
-    for recipe in (Recipe(steps=40), Recipe(steps=40, batchnorm="frozen", mixup=True, feature_weight=1.0)):
+    for recipe in (Recipe(steps=40), Recipe(steps=40, lr=1e-3, batchnorm="frozen", mixup=True, feature_weight=1.0)):
         distilled = top1(distill(half.build(), task.model, task.calibration_x, recipe, layers=["stage1", "stage2"]),
                          task.validation_x, task.validation_y)
         assert distilled > recalibrated, recipe
@@ -90,17 +93,17 @@ def run(finished_runs, trained_default, tmp_path):
 
 
 def test_recovery_scores_every_front_member_and_resumes_where_it_stopped(run, monkeypatch):
-    members = {p.key for f in fronts(run).values() for p in f.points}
+    members = {p.model_key for f in read_fronts(run).values() for p in f.points}
     recovered = []
-    original = hilas.search.recover.recover_member
+    original = hilas.search.results.recover.recover_member
 
     def counting(store, space, task, cfg, point, *args):
-        recovered.append(point.key)
+        recovered.append(point.model_key)
         original(store, space, task, cfg, point, *args)
         if len(recovered) == 2:
             raise KeyboardInterrupt  # the user stops it after two members
 
-    monkeypatch.setattr(search.recover, "recover_member", counting)
+    monkeypatch.setattr(hilas.search.results.recover, "recover_member", counting)
     with pytest.raises(KeyboardInterrupt):
         recover_front(run, recipe=FEW_STEPS)
     store = Store.open(run)
@@ -112,11 +115,12 @@ def test_recovery_scores_every_front_member_and_resumes_where_it_stopped(run, mo
     assert sorted(recovered) == sorted(members) and len(recovered) == len(members)  # nothing twice
     store = Store.open(run)
     assert {k: store.recovered_accuracy(k) for k in first} == first
-    assert store.get("recovery")["method"] == f"distillation on 10 shots per class: {FEW_STEPS.describe()}"
-    assert store.get("recovery")["recipe"]["steps"] == FEW_STEPS.steps
+    assert store.recovery["method"] == f"distillation on 10 shots per class: {FEW_STEPS.describe()}"
+    assert store.recovery["recipe"]["steps"] == FEW_STEPS.steps
     store.close()
-    for device, front in result.items():
-        assert front.accuracy_kind == "recovered" and front.points and {p.key for p in front.evaluated} <= members
+    for front in result.values():
+        assert front.accuracy_source == "recovered" and front.points
+        assert {p.model_key for p in front.evaluated} <= members
 
     recover_front(run, recipe=FEW_STEPS)  # all done with these settings: nothing to do
     assert len(recovered) == len(members)
@@ -134,18 +138,18 @@ def test_front_recover_show_and_plot_through_the_command_line(run, tmp_path):
     assert "Pareto front after recovery on sim" in result.output and "s each (median" in result.output
     shown = runner.invoke(app, ["front", "show", str(run), "--device", "sim", "--accuracy", "recovered", "--json"])
     data = json.loads(shown.output)
-    assert data["accuracy_kind"] == "recovered" and data["front"]
+    assert data["accuracy_source"] == "recovered" and data["front"]
     plotted = runner.invoke(app, ["front", "plot", str(run), "--accuracy", "both", "-o", str(tmp_path / "f.png")])
     assert plotted.exit_code == 0 and (tmp_path / "f.png").stat().st_size > 0
 
 
 def test_export_takes_the_recovered_weights_once_there_are_some(run, tmp_path):
-    member = next(p for f in fronts(run).values() for p in f.points if p is not f.baseline)
+    member = next(p for f in read_fronts(run).values() for p in f.points if p is not f.baseline)
     with pytest.raises(UserError, match="has not been recovered"):
         export_candidate(run, member.candidate, tmp_path / "none", weights="recovered")
     recover_front(run, recipe=FEW_STEPS)
     store = Store.open(run)
-    recovered = store.recovered_accuracy(member.key).accuracy
+    recovered = store.recovered_accuracy(member.model_key).accuracy
     store.close()
     task = load_task(RunConfig())
     default = load_model(export_candidate(run, member.candidate, tmp_path / "recovered"))
@@ -168,15 +172,15 @@ def test_a_member_that_recovery_would_hurt_keeps_its_weights_and_exports_them(ru
     fronts_after = recover_front(run, recipe=Recipe(steps=3, lr=10.0), device="sim")
     store = Store.open(run)
     try:
-        rows = {p.key: store.recovered_accuracy(p.key) for p in fronts_after["sim"].evaluated}
-        baseline_key = store.get("baseline_key")
+        rows = {p.model_key: store.recovered_accuracy(p.model_key) for p in fronts_after["sim"].evaluated}
+        baseline_key = store.baseline_key
     finally:
         store.close()
     pruned = {k: r for k, r in rows.items() if k != baseline_key}
     assert pruned and all(r.kept == "before" and r.accuracy == r.before for r in pruned.values())
-    proxy = {p.key: p.accuracy for p in fronts(run)["sim"].evaluated}
+    proxy = {p.model_key: p.accuracy for p in read_fronts(run)["sim"].evaluated}
     assert all(r.accuracy == proxy[k] for k, r in pruned.items())  # the proxy's weights, on the same images
-    member = next(p for p in fronts_after["sim"].evaluated if p.key != baseline_key)
+    member = next(p for p in fronts_after["sim"].evaluated if p.model_key != baseline_key)
     assert member.kept == "before"
     exported = export_candidate(run, member.candidate, tmp_path / "x")
     assert "so those were kept" in (exported / "README.md").read_text()
@@ -188,13 +192,13 @@ def test_the_recovered_front_has_the_original_as_baseline_when_it_was_not_recove
     """Only pruned members recovered: the front after recovery still has the unpruned model (at its own top-1) to
     measure hypervolume and speed-ups against."""
     store = Store.open(run)
-    baseline_key, reference = store.get("baseline_key"), store.get("reference_accuracy")
+    baseline_key, reference = store.baseline_key, store.reference_accuracy
     store.close()
-    original_members = hilas.search.recover.front_members
-    monkeypatch.setattr(search.recover, "front_members", lambda *args: [
-        p for p in original_members(*args) if p.key != baseline_key])
+    original_members = hilas.search.results.recover.front_members
+    monkeypatch.setattr(hilas.search.results.recover, "front_members", lambda *args: [
+        p for p in original_members(*args) if p.model_key != baseline_key])
     front = recover_front(run, recipe=FEW_STEPS, device="sim")["sim"]
-    assert front.baseline is not None and front.baseline.key == baseline_key
+    assert front.baseline is not None and front.baseline.model_key == baseline_key
     assert front.baseline.accuracy == reference and front.hypervolume > 0
     shown = CliRunner().invoke(app, ["front", "show", str(run), "--device", "sim", "--accuracy", "recovered"])
     assert shown.exit_code == 0 and "x │" in shown.output and "hypervolume 0.000" not in shown.output

@@ -7,9 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hilas.devices import fingerprint
-from hilas.search import Run, UserError, compare_runs, fronts, hypervolume, non_dominated, write_report
-from hilas.search.cli import app
-from hilas.search.fronts import recovered_points
+from hilas.search import Run, UserError, compare_runs, hypervolume, non_dominated
+from hilas.search.cli.main import app
+from hilas.search.present.report import write_report
+from hilas.search.results.fronts import read_fronts, recovered_points
 from hilas.search.store import Store
 
 from .pages import parse
@@ -30,7 +31,7 @@ def test_report_shows_each_device_front_baseline_history_settings_and_fingerprin
     assert all("src" not in s.attrs for s in page.find_all("script")) and "http" not in html
     store = Store.open(run)
     generations, devices = store.generations(), store.devices()
-    for device, front in fronts(run).items():
+    for device, front in read_fronts(run).items():
         marks = marks_of(page, f"{device}/")
         # every candidate evaluated once, the baseline again as its star
         assert len(marks) == len(front.evaluated) + 1
@@ -59,9 +60,9 @@ def test_report_shows_the_recovered_front_beside_the_proxy_front(finished_runs, 
     run = tmp_path / "run"
     shutil.copytree(finished_runs[0], run)
     store = Store.open(run)
-    proxy = fronts(run)["sim"]
+    proxy = read_fronts(run)["sim"]
     for i, p in enumerate(proxy.evaluated):  # a synthetic recovery: some candidates gain, others lose
-        store.add_recovered_accuracy(p.key, min(1.0, p.accuracy + (0.05 if i % 2 else -0.02)), method="synthetic")
+        store.add_recovered_accuracy(p.model_key, min(1.0, p.accuracy + (0.05 if i % 2 else -0.02)), method="synthetic")
     recovered = recovered_points(store, "sim")
     store.close()
     assert len(recovered) == len(proxy.evaluated)
@@ -86,7 +87,7 @@ def test_comparison_scores_every_run_against_one_reference(finished_runs, tmp_pa
     with pytest.raises(UserError, match="no device 'gpu'"):
         compare_runs([first, second], "gpu")
     comparison = compare_runs([first, second], "sim")
-    own = [fronts(r)["sim"] for r in (first, second)]
+    own = [read_fronts(r)["sim"] for r in (first, second)]
     assert comparison.reference_ms == own[0].baseline.latency.median_ms and comparison.same_device
     assert [r.hypervolume for r in comparison.runs] == [hypervolume(f.points, comparison.reference_ms) for f in own]
     data = json.loads(json.dumps(comparison.to_json()))  # plain data, for notebooks

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from hilas.search import fronts, write_report
+from hilas.search.present.report import write_report
+from hilas.search.results.fronts import read_fronts
 
 from .pages import parse
 
@@ -38,7 +39,7 @@ def report(finished_runs, tmp_path_factory) -> tuple[Path, str]:
     """The report of a finished run, and the key of a front point on its first device."""
     run = finished_runs[0]
     path = write_report(run, tmp_path_factory.mktemp("report") / "report.html")
-    device, front = next(iter(fronts(run).items()))
+    device, front = next(iter(read_fronts(run).items()))
     return path, f"{device}/{next(p for p in front.points if p is not front.baseline).candidate}"
 
 

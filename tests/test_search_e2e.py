@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from hilas.search import RunConfig, fronts, resume_run, start_run
+from hilas.search import RunConfig
 from hilas.search.errors import UserError
+from hilas.search.results.fronts import read_fronts
+from hilas.search.runs import resume_run, start_run
 from hilas.search.store import Store
 
 # Short rounds on a busy 2-core machine disagree more than real ones: the noise check is not under test here.
@@ -33,12 +35,12 @@ def test_search_on_cpu_and_virtual_device(tmp_path):
     result = start_run(cfg, tmp_path / "run")
     assert set(result) == {"local-cpu", "sim"}
     store = Store.open(tmp_path / "run")
-    assert store.get("status") == "finished"
+    assert store.status == "finished"
     counts = store.counts()
     # genomes that decode to the same model (e.g. bits inside a dropped block) share one candidate
     assert 16 <= counts["candidates"] <= 24 and counts["failures"] == 0
     assert counts["accuracies"] == counts["candidates"]
-    keys = [c.key for c in store.candidates()]
+    keys = [c.model_key for c in store.candidates()]
     assert len(keys) == len(set(keys))
     for device, front in result.items():
         assert front.baseline is not None and front.baseline.accuracy > 0.9
@@ -52,7 +54,7 @@ def test_search_on_cpu_and_virtual_device(tmp_path):
     assert sorted(d for d, _ in fingerprints) == ["local-cpu", "sim"] and all(f for _, f in fingerprints)
     assert [g for g, _, _ in store.generations()] == list(range(len(store.generations())))
     store.close()
-    assert fronts(tmp_path / "run")["sim"].points == result["sim"].points
+    assert read_fronts(tmp_path / "run")["sim"].points == result["sim"].points
 
 
 def test_a_second_run_reuses_the_latency_database_unless_fresh(tmp_path, latency_database):
@@ -60,7 +62,7 @@ def test_a_second_run_reuses_the_latency_database_unless_fresh(tmp_path, latency
     first = start_run(cfg, tmp_path / "first")
     again = start_run(cfg, tmp_path / "again")
     fresh = start_run(RunConfig(**{**cfg.__dict__, "fresh": True}), tmp_path / "fresh")
-    summaries = {name: Store.open(tmp_path / name).get("summary") for name in ("first", "again", "fresh")}
+    summaries = {name: Store.open(tmp_path / name).summary for name in ("first", "again", "fresh")}
     assert summaries["first"]["latency_from_database"] == 0 and summaries["first"]["latency_measured"] > 0
     # the virtual device is deterministic, so the second run asks for the same structures: all are reused
     assert summaries["again"]["latency_measured"] == 0
@@ -82,8 +84,8 @@ def test_a_device_lost_midway_leaves_a_partial_front_and_the_search_goes_on(tmp_
                     device_definitions={**SIM, **_vanishing(tmp_path, answers=6)}, measurement=FAST)
     result = start_run(cfg, tmp_path / "run")
     store = Store.open(tmp_path / "run")
-    summary = store.get("summary")
-    assert store.get("status") == "finished" and store.counts()["candidates"] >= 12
+    summary = store.summary
+    assert store.status == "finished" and store.counts()["candidates"] >= 12
     assert "no answer within 10 s" in summary["devices_lost"]["board"]
     assert "board" not in summary["devices_lost"].get("sim", "")
     # the board's front holds what it measured before it was lost (the drift reference took some answers)
@@ -100,13 +102,13 @@ def test_when_every_device_is_lost_the_run_stops_and_resumes_once_the_board_is_b
                                         "resume"):
         start_run(cfg, tmp_path / "run")
     store = Store.open(tmp_path / "run")
-    assert store.get("status") == "stopped"
+    assert store.status == "stopped"
     measured_before = store.counts()["measurements"]
     store.close()
     (tmp_path / "answered.revive").touch()
     result = resume_run(tmp_path / "run")
     store = Store.open(tmp_path / "run")
-    assert store.get("status") == "finished" and store.counts()["failures"] == 0
+    assert store.status == "finished" and store.counts()["failures"] == 0
     assert store.counts()["measurements"] > measured_before and result["board"].points
     store.close()
 
@@ -146,8 +148,8 @@ delay_s = 0.05
 
 def _journal(run: Path) -> tuple[list, list]:
     db = sqlite3.connect(run / "run.sqlite")
-    acc = db.execute("SELECT key, accuracy, created FROM accuracies ORDER BY key").fetchall()
-    lat = db.execute("SELECT arch_key, median_ms, created FROM latencies ORDER BY arch_key").fetchall()
+    acc = db.execute("SELECT model_key, accuracy, created FROM accuracies ORDER BY model_key").fetchall()
+    lat = db.execute("SELECT structure_key, median_ms, created FROM latencies ORDER BY structure_key").fetchall()
     db.close()
     return acc, lat
 
@@ -172,7 +174,7 @@ def test_kill_9_then_resume_repeats_nothing_and_matches_an_uninterrupted_run(tmp
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before_acc, before_lat = _journal(killed)
-    assert Store.open(killed).get("status") == "running"
+    assert Store.open(killed).status == "running"
 
     resumed = subprocess.run([*hilas, "search", "resume", str(killed)], env=env, capture_output=True, text=True,
                              timeout=300)
@@ -180,7 +182,7 @@ def test_kill_9_then_resume_repeats_nothing_and_matches_an_uninterrupted_run(tmp
     after_acc, after_lat = _journal(killed)
     # everything finished before the kill is still there, untouched (same values, same timestamps)
     assert set(before_acc) <= set(after_acc) and set(before_lat) <= set(after_lat)
-    summary = Store.open(killed).get("summary")
+    summary = Store.open(killed).summary
     assert summary["accuracy_evaluated"] == len(after_acc) - len(before_acc)
 
     straight = tmp_path / "straight"

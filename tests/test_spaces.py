@@ -95,9 +95,9 @@ def test_arch_key_is_structure_only(tiny_resnet, example):
     a[0] = 0
     b[1] = 0
     ca, cb = space.decode(a), space.decode(b)
-    assert ca.arch_key == cb.arch_key
-    assert ca.key != cb.key
-    assert ca.arch_key != space.decode(space.baseline()).arch_key
+    assert ca.structure_key == cb.structure_key
+    assert ca.model_key != cb.model_key
+    assert ca.structure_key != space.decode(space.baseline()).structure_key
 
 
 def test_block_drop_finds_residual_blocks(tiny_resnet, example, inputs):
@@ -145,9 +145,9 @@ def test_masks_and_drops_compose(tiny_resnet, example, inputs):
     other = genome.copy()
     inner = drops.n_var + masks._offsets[2]  # first bit of stage1.1.conv1's group
     other[inner] = 0
-    assert space.decode(genome).arch_key == space.decode(other).arch_key
-    assert space.decode(genome).key == space.decode(other).key
-    assert "x" in space.decode(genome).arch_key
+    assert space.decode(genome).structure_key == space.decode(other).structure_key
+    assert space.decode(genome).model_key == space.decode(other).model_key
+    assert "x" in space.decode(genome).structure_key
 
 
 def test_seeds_are_l1_masks_and_baseline(tiny_resnet, example):

@@ -3,8 +3,8 @@ import sqlite3
 import pytest
 
 from hilas.devices.latency import summarize
-from hilas.search.fronts import Point, dominates, hypervolume, non_dominated, run_fronts
-from hilas.search.store import Store
+from hilas.search.results.fronts import Point, dominates, hypervolume, non_dominated, run_fronts
+from hilas.search.store import SCHEMA_VERSION, Store
 
 
 def lat(ms):
@@ -26,11 +26,11 @@ def test_round_trip_survives_reopen(store, tmp_path):
     store.add_accuracy("k1", 0.9, seconds=0.1)
     store.add_latency("cpu", "arch1", lat(2.0))
     store.add_latency("cpu", "arch2", None, status="runtime", message="boom")
-    store.set("baseline_key", "k1")
+    store.baseline_key = "k1"
     store.close()
 
     again = Store.open(tmp_path / "run")
-    assert again.get("config") == {"devices": ["cpu"], "budget": 4}
+    assert again.config == {"devices": ["cpu"], "budget": 4}
     assert again.accuracy("k1") == ("ok", 0.9, None)
     row = again.latency("cpu", "arch1", samples=True)
     assert row.status == "ok" and row.latency == lat(2.0)
@@ -60,29 +60,58 @@ def test_reused_latencies_say_where_they_came_from(store):
 
 
 def test_a_store_of_another_schema_is_refused(store, tmp_path):
-    store.set("schema", 1)
+    store.schema = 1
     with pytest.raises(ValueError, match="store schema 1.*start a new run"):
         Store.open(tmp_path / "run")
 
 
-def test_a_store_of_schema_2_is_migrated_and_keeps_its_recovered_accuracies(tmp_path):
-    """Schema 2 stored recovered accuracies without `before` and `kept`: opened now, the file gains both
-    columns (its rows kept their recovered weights) and reads as schema 3."""
+# The tables of store schema 2 (hilas 0.1 as first released), as that version created them.
+SCHEMA_2 = """
+CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE devices (device TEXT PRIMARY KEY, kind TEXT NOT NULL, info TEXT NOT NULL);
+CREATE TABLE candidates (candidate INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, arch_key TEXT NOT NULL,
+    genome TEXT NOT NULL, generation INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE structures (arch_key TEXT PRIMARY KEY, params INTEGER NOT NULL, flops INTEGER NOT NULL,
+    widths TEXT NOT NULL, dropped TEXT NOT NULL);
+CREATE TABLE accuracies (key TEXT PRIMARY KEY, status TEXT NOT NULL, accuracy REAL, message TEXT, seconds REAL,
+    created REAL NOT NULL);
+CREATE TABLE latencies (device TEXT NOT NULL, arch_key TEXT NOT NULL, status TEXT NOT NULL, median_ms REAL,
+    p90_ms REAL, rounds_cv REAL, n INTEGER, latency TEXT, samples BLOB, message TEXT, fingerprint TEXT,
+    source TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (device, arch_key));
+CREATE TABLE generations (generation INTEGER PRIMARY KEY, evaluations INTEGER NOT NULL, hypervolume TEXT NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE recovered_accuracies (key TEXT PRIMARY KEY, accuracy REAL NOT NULL, method TEXT NOT NULL,
+    seconds REAL, created REAL NOT NULL);
+"""
+
+
+def test_a_store_of_schema_2_is_migrated_and_keeps_everything(tmp_path):
+    """Schema 2 named model keys `key` and structure keys `arch_key`, and stored recovered accuracies without
+    `before` and `kept`: opened now, the file is brought to this schema in place and reads as it did."""
     run = tmp_path / "old"
     run.mkdir()
     db = sqlite3.connect(run / "run.sqlite")
-    db.executescript("""CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE recovered_accuracies (key TEXT PRIMARY KEY, accuracy REAL NOT NULL, method TEXT NOT NULL,
-                                           seconds REAL, created REAL NOT NULL);
-        INSERT INTO run VALUES ('schema', '2'), ('config', '{"devices": ["cpu"]}');
-        INSERT INTO recovered_accuracies VALUES ('k', 0.75, 'distillation: 10 shots per class, 1 epochs', 2.0, 0);""")
+    db.executescript(SCHEMA_2 + """
+        INSERT INTO run VALUES ('schema', '2'), ('config', '{"devices": ["cpu"], "budget": 4}'),
+                               ('baseline_key', '"k1"');
+        INSERT INTO candidates VALUES (1, 'k1', 'arch1', '0101', 0, 0);
+        INSERT INTO structures VALUES ('arch1', 10, 20, '{}', '[]');
+        INSERT INTO accuracies VALUES ('k1', 'ok', 0.9, NULL, 0.1, 0);
+        INSERT INTO recovered_accuracies VALUES ('k1', 0.75, 'distillation: 10 shots per class, 1 epochs', 2.0, 0);""")
+    measured = lat(2.0)
+    db.execute("INSERT INTO latencies VALUES ('cpu', 'arch1', 'ok', ?, ?, ?, ?, ?, ?, NULL, 'f00d', 'measured', 0)",
+               (measured.median_ms, measured.p90_ms, measured.rounds_cv, measured.n, *measured.to_record()))
     db.commit()
     db.close()
     store = Store.open(run)
     try:
-        assert store.get("schema") == 3
-        row = store.recovered_accuracy("k")
+        assert store.schema == SCHEMA_VERSION and store.baseline_key == "k1"
+        row = store.recovered_accuracy("k1")
         assert (row.accuracy, row.before, row.kept, row.seconds) == (0.75, None, "recovered", 2.0)
+        assert [(c.candidate, c.model_key, c.structure_key) for c in store.candidates()] == [(1, "k1", "arch1")]
+        assert store.accuracy("k1") == ("ok", 0.9, None)
+        assert store.latency("cpu", "arch1", samples=True).latency == lat(2.0)
+        assert [r.accuracy for r in store.scored("cpu", recovered=True)] == [0.75]
         store.add_recovered_accuracy("k2", 0.5, method="m", before=0.6, kept="before")
         assert store.recovered("m")[0].kept == "before"
         with pytest.raises(ValueError, match="kept must be one of"):
@@ -147,7 +176,7 @@ def test_hypervolume_by_hand():
 
 
 def test_run_fronts_only_use_successful_results(store, tmp_path):
-    for i, (acc, ms) in enumerate([(0.9, 4.0), (0.8, 2.0), (0.95, 1.0), (0.7, 3.0)]):
+    for i, acc in enumerate([0.9, 0.8, 0.95, 0.7]):
         store.add_candidate(f"k{i}", f"a{i}", "0", 0)
         store.add_structure(f"a{i}", 100, 200, {}, [])
         store.add_accuracy(f"k{i}", acc)
@@ -155,14 +184,14 @@ def test_run_fronts_only_use_successful_results(store, tmp_path):
     store.add_latency("cpu", "a1", lat(2.0))
     store.add_latency("cpu", "a2", None, status="runtime", message="crashed")  # best numbers but failed
     store.add_latency("cpu", "a3", lat(3.0))
-    store.set("baseline_key", "k0")
+    store.baseline_key = "k0"
     front = run_fronts(tmp_path / "run", store)["cpu"]
-    assert [p.key for p in front.points] == ["k1", "k0"]
-    assert front.baseline.key == "k0"
+    assert [p.model_key for p in front.points] == ["k1", "k0"]
+    assert front.baseline.model_key == "k0"
     assert len(front.evaluated) == 3
     data = front.to_json()
     assert set(data) >= {"run", "device", "baseline", "front"}
-    assert set(data["front"][0]) >= {"candidate", "accuracy", "latency_ms", "params", "flops", "arch_key"}
+    assert set(data["front"][0]) >= {"candidate", "accuracy", "latency_ms", "params", "flops", "structure_key"}
     assert set(data["front"][0]["latency_ms"]) >= {"median", "p90", "p99", "n", "cv", "rounds_cv", "round_medians"}
 
 

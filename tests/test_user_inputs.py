@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from hilas.search import RunConfig, load_config, start_run
+from hilas.search import RunConfig, load_config
 from hilas.search.errors import UserError
-from hilas.search.task import check_searchable, load_task
+from hilas.search.runs import start_run
+from hilas.search.setup.task import check_searchable, load_task
 from tests.user_models import tiny_resnet
 
 
@@ -70,6 +71,21 @@ def test_a_held_out_validation_file_scores_every_image_and_shots_come_from_the_o
     np.testing.assert_allclose(task.validation_x[:, 0] * 255, held_out["x"], atol=1e-3)
     assert task.split["validation"] == list(range(300, 370)) and max(task.split["few_shot"]) < 300
     assert len(task.split["few_shot"]) == 50
+
+
+def test_a_few_shot_file_of_exactly_the_shots_is_enough_when_validation_comes_from_another(user_files):
+    """With [data] validation_path, the few-shot file needs `shots` images per class and no more: a user who
+    gives exactly their few-shot images is not told that they leave none for validation."""
+    rng = np.random.default_rng(3)
+    np.savez(user_files / "shots.npz", x=rng.integers(0, 256, size=(50, 8, 8), dtype=np.uint8),
+             y=np.repeat(np.arange(10), 5))
+    np.savez(user_files / "held-out.npz", x=rng.integers(0, 256, size=(70, 8, 8), dtype=np.uint8),
+             y=np.repeat(np.arange(10), 7))
+    task = load_task(config(user_files, data='format = "npz"\npath = "shots.npz"\nvalidation_path = "held-out.npz"',
+                            validation=None))
+    assert sorted(task.split["few_shot"]) == list(range(50)) and task.split["validation"] == list(range(50, 120))
+    with pytest.raises(UserError, match="class 0 has 5 images: 5 shots leave 0 for validation"):
+        load_task(config(user_files, data='format = "npz"\npath = "shots.npz"', validation=None))
 
 
 @pytest.mark.parametrize("model, data, message", [

@@ -707,7 +707,8 @@ class BoardServer:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise BoardUnavailable(f"sshd did not answer on {self.host}:{self.port} within {timeout:.0f} s:\n{self._log_tail()}")
+        raise BoardUnavailable(f"sshd did not answer on {self.host}:{self.port} within {timeout:.0f} s:\n"
+                               f"{self._log_tail()}")
 
     def start(self, timeout: float = SSHD_START_TIMEOUT) -> Board:
         """Starts sshd in the foreground of a child process (-D -e: this object owns and reaps it)
@@ -807,8 +808,10 @@ def _print_details(board: Board) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.board.emulated", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["build", "run"], help="build the board's files, or build and run sshd until Ctrl-C")
-    parser.add_argument("--root", type=Path, default=None, help="cache folder (default $HILAS_BOARD_DIR or ~/.cache/hilas/board)")
+    parser.add_argument("command", choices=["build", "run"],
+                        help="build the board's files, or build and run sshd until Ctrl-C")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="cache folder (default $HILAS_BOARD_DIR or ~/.cache/hilas/board)")
     parser.add_argument("--port", type=int, default=None, help="sshd port for `run` (default: a free one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -66,7 +66,7 @@ noise_threshold = 1.0
         board_info = store.devices()["board"]["info"]
         assert board_info["device"]["machine"] == "aarch64" and board_info["runtime"]["name"] == "tvm"
         # the run keeps the board's definition: resuming does not depend on the registry any more
-        assert store.get("config")["device_definitions"]["board"]["kind"] == "ssh-tvm"
+        assert store.config["device_definitions"]["board"]["kind"] == "ssh-tvm"
     finally:
         store.close()
     assert not list(Path(board.workdir).glob("session-*"))  # the board was cleaned up

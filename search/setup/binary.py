@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from hilas.evaluators import SupernetTraining, WidthChoices, cached_supernet, default_task
+from hilas.search.errors import UserError
 from hilas.spaces import BinaryWidthSpace, BiRealNet
 from hilas.spaces.binary import BASE_WIDTH, STAGES, WIDTH_MULTIPLIERS
 
-from .errors import UserError
-
 if TYPE_CHECKING:  # task.py imports this module
-    from .config import RunConfig
-    from .task import SearchTask
+    from hilas.search.config import RunConfig
+    from hilas.search.setup.task import SearchTask
 
 # 12 epochs of the sandwich rule (4 widths a step) on one thread: about a minute on 2 x86 cores (56 s measured).
 TRAINING = SupernetTraining(epochs=12)

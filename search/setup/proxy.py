@@ -5,10 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from hilas.evaluators import Recipe, distill, one_thread, recalibrate_batchnorm, top1
+from hilas.search.config import RunConfig
+from hilas.search.setup.task import SearchTask
 from hilas.spaces import find_blocks
-
-from .config import RunConfig
-from .task import SearchTask
 
 
 def feature_layers(model: nn.Module, example_input) -> list[str]:

@@ -3,10 +3,10 @@ recovery of the front.
 
 The student learns the teacher's softened logits (temperature T, Hinton et al.) on the few-shot images,
 shifted a little. A `Recipe` says everything else: steps, learning rate, batch size, how BatchNorm is
-treated, and the ingredients a user may add (mixup; the teacher's intermediate features at named layers
-through 1x1 regressors, as FitNets does). Its defaults are the best recipe of the ablation in
-`benchmarks/recovery_ablation.py` (see benchmarks/README.md): logits only, BatchNorm in training mode,
-a learning rate of 3e-3 on a cosine schedule.
+treated, and the other ingredients (mixup; the teacher's intermediate features at named layers through
+1x1 regressors, as FitNets does). Its defaults are the best recipe of the ablation in
+`benchmarks/recovery_ablation.py` (see benchmarks/README.md): logits and stage features, BatchNorm in
+training mode, a learning rate of 3e-3 on a cosine schedule, no mixup.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Recipe:
     batchnorm: str = "train"
     shift: float = 1 / 14
     mixup: bool = False
-    feature_weight: float = 0.0
+    feature_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or not self.lr > 0 or not self.temperature > 0:

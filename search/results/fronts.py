@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hilas.devices import Latency
+from hilas.devices.latency import Latency
+from hilas.search.store import ScoredRow, Store, open_run
 
-from .store import Store
-
-ACCURACY_KINDS = ("proxy", "recovered")
+ACCURACY_SOURCES = ("proxy", "recovered")
 
 
 @dataclass(frozen=True)
@@ -19,8 +18,8 @@ class Point:
     """One evaluated candidate on one device."""
 
     candidate: int
-    key: str
-    arch_key: str
+    model_key: str
+    structure_key: str
     accuracy: float
     latency: Latency
     params: int
@@ -34,7 +33,7 @@ class Point:
                 "latency_ms": {"median": lat.median_ms, "p90": lat.p90_ms, "p99": lat.p99_ms, "n": lat.n,
                                "cv": lat.cv, "rounds_cv": lat.rounds_cv, "round_medians": list(lat.round_medians_ms),
                                "drift": lat.drift, "runtime": lat.runtime},
-                "params": self.params, "flops": self.flops, "arch_key": self.arch_key}
+                "params": self.params, "flops": self.flops, "structure_key": self.structure_key}
 
 
 @dataclass(frozen=True)
@@ -46,14 +45,14 @@ class Front:
     baseline: Point | None
     points: list[Point]
     evaluated: list[Point]
-    accuracy_kind: str = "proxy"  # the points' accuracy: "proxy" (the search's) or "recovered" (after recovery)
+    accuracy_source: str = "proxy"  # the points' accuracy: "proxy" (the search's) or "recovered" (after recovery)
 
     @property
     def hypervolume(self) -> float:
         return hypervolume(self.points, self.baseline.latency.median_ms if self.baseline else None)
 
     def to_json(self) -> dict:
-        return {"run": self.run, "device": self.device, "accuracy_kind": self.accuracy_kind,
+        return {"run": self.run, "device": self.device, "accuracy_source": self.accuracy_source,
                 "baseline": self.baseline.to_json() if self.baseline else None,
                 "front": [p.to_json() for p in self.points], "hypervolume": self.hypervolume}
 
@@ -101,38 +100,44 @@ def area_dominated(pairs: list[tuple[float, float]], reference_ms: float | None)
 def evaluated_points(store: Store, device: str) -> list[Point]:
     """Every candidate with a successful accuracy and a successful latency on `device` (summaries only:
     the raw samples stay in the store)."""
-    return _points(store, device, "accuracies a ON a.key = c.key AND a.status = 'ok'", "NULL")
+    return [_point(row) for row in store.scored(device, recovered=False)]
 
 
 def recovered_points(store: Store, device: str) -> list[Point]:
     """Like evaluated_points, with each candidate's accuracy after recovery (and which weights it kept); empty
     for a run that recovered nothing."""
-    return _points(store, device, "recovered_accuracies a ON a.key = c.key", "a.kept")
+    return [_point(row) for row in store.scored(device, recovered=True)]
 
 
-def _points(store: Store, device: str, accuracy_join: str, kept: str) -> list[Point]:
-    sql = f"""SELECT c.candidate, c.key, c.arch_key, a.accuracy, l.latency, s.params, s.flops, {kept}
-              FROM candidates c JOIN {accuracy_join}
-              JOIN latencies l ON l.arch_key = c.arch_key AND l.device = ? AND l.status = 'ok'
-              JOIN structures s ON s.arch_key = c.arch_key ORDER BY c.candidate"""
-    return [Point(cid, key, arch, acc, Latency.from_record(lat, None), params, flops, kept)
-            for cid, key, arch, acc, lat, params, flops, kept in store.db.execute(sql, (device,))]
+def _point(row: ScoredRow) -> Point:
+    return Point(row.candidate, row.model_key, row.structure_key, row.accuracy, Latency.from_record(row.latency, None),
+                 row.params, row.flops, row.kept)
 
 
-def run_fronts(run_dir: Path, store: Store, accuracy_kind: str = "proxy") -> dict[str, Front]:
-    """One front per device of the run: of the search's proxy accuracies, or (accuracy_kind "recovered")
+def read_fronts(run_dir: Path, accuracy_source: str = "proxy") -> dict[str, Front]:
+    """The fronts of a finished or unfinished run directory (see `run_fronts`), one per device."""
+    store = open_run(run_dir)
+    try:
+        return run_fronts(Path(run_dir), store, accuracy_source)
+    finally:
+        store.close()
+
+
+def run_fronts(run_dir: Path, store: Store, accuracy_source: str = "proxy") -> dict[str, Front]:
+    """One front per device of the run: of the search's proxy accuracies, or (accuracy_source "recovered")
     of the candidates `hilas front recover` recovered, at their accuracy after recovery."""
-    if accuracy_kind not in ACCURACY_KINDS:
-        raise ValueError(f"accuracy_kind must be one of {', '.join(ACCURACY_KINDS)}, got {accuracy_kind!r}")
-    baseline_key = store.get("baseline_key")
+    if accuracy_source not in ACCURACY_SOURCES:
+        raise ValueError(f"accuracy_source must be one of {', '.join(ACCURACY_SOURCES)}, got {accuracy_source!r}")
+    baseline_key = store.baseline_key
     out = {}
-    for device in store.get("config")["devices"]:
+    for device in store.config["devices"]:
         points = evaluated_points(store, device)
-        baseline = next((p for p in points if p.key == baseline_key), None)
-        if accuracy_kind == "recovered":
+        baseline = next((p for p in points if p.model_key == baseline_key), None)
+        if accuracy_source == "recovered":
             points = recovered_points(store, device)
-            baseline = next((p for p in points if p.key == baseline_key), None) or original(baseline, store, points)
-        out[device] = Front(str(run_dir), device, baseline, non_dominated(points), points, accuracy_kind)
+            recovered = next((p for p in points if p.model_key == baseline_key), None)
+            baseline = recovered or original(baseline, store, points)
+        out[device] = Front(str(run_dir), device, baseline, non_dominated(points), points, accuracy_source)
     return out
 
 
@@ -140,7 +145,7 @@ def original(baseline: Point | None, store: Store, recovered: list[Point]) -> Po
     """The baseline of a front after recovery that did not recover the unpruned model: the original model at its
     own top-1 (what recovering it would give), so hypervolume and speed-ups have their reference; it is not
     counted among the recovered points. None before anything was recovered."""
-    reference = store.get("reference_accuracy")
+    reference = store.reference_accuracy
     if baseline is None or not recovered or reference is None:
         return None
     return dataclasses.replace(baseline, accuracy=reference, kept="recovered")

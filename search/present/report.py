@@ -16,13 +16,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 from hilas.devices import fingerprint
-
-from .compare import Comparison
-from .fronts import Front, Point, hypervolume, non_dominated, recovered_points, run_fronts
-from .html import Cell, page, settings_table, sortable_table
-from .runs import open_run
-from .store import Store
-from .svg import Mark, Series, chart, legend
+from hilas.search.present.html import Cell, page, settings_table, sortable_table
+from hilas.search.present.svg import Mark, Series, chart, legend
+from hilas.search.results.compare import Comparison
+from hilas.search.results.fronts import Front, Point, hypervolume, non_dominated, recovered_points, run_fronts
+from hilas.search.store import Store, open_run
 
 REPORT_NAME = "report.html"
 
@@ -36,8 +34,8 @@ class DeviceView:
     info: dict
     recovered: list[Point]  # every candidate with an accuracy after recovery, at its latency here
     history: list[tuple[int, int, float]]  # generation, candidates evaluated, hypervolume
-    widths: dict[str, dict[str, int]]  # arch_key -> channels kept per group
-    dropped: dict[str, list[str]]  # arch_key -> dropped blocks
+    widths: dict[str, dict[str, int]]  # structure_key -> channels kept per group
+    dropped: dict[str, list[str]]  # structure_key -> dropped blocks
 
     @property
     def recovered_front(self) -> list[Point]:
@@ -63,7 +61,7 @@ def device_views(run_dir: Path, store: Store) -> list[DeviceView]:
     views = []
     for name, front in run_fronts(run_dir, store).items():
         recovered = recovered_points(store, name)
-        shown = {p.arch_key for p in [*front.points, *non_dominated(recovered), *filter(None, [front.baseline])]}
+        shown = {p.structure_key for p in [*front.points, *non_dominated(recovered), *filter(None, [front.baseline])]}
         structures = {a: store.structure(a) for a in shown}
         views.append(DeviceView(
             front=front, kind=devices.get(name, {}).get("kind", "?"), info=devices.get(name, {}).get("info", {}),
@@ -83,7 +81,7 @@ def render_report(run_dir: Path, store: Store) -> str:
             f"header to sort a table.</p>",
             f"<nav>Devices: {nav}</nav>",
             f'<div class="columns"><div><h3>Run</h3>{settings_table(run_facts(run_dir, store))}</div>'
-            f"<div><h3>Accuracy</h3>{accuracy_note(store.get('split', {}), methods)}</div></div></header>"]
+            f"<div><h3>Accuracy</h3>{accuracy_note(store.split or {}, store.config, methods)}</div></div></header>"]
     body += [device_section(i, v, methods) for i, v in enumerate(views)]
     body.append(f"<footer>Written by hilas {version('hilas')} on {time.strftime('%Y-%m-%d %H:%M')} from "
                 f"{escape(str(run_dir))}. This file is self-contained: it needs no network.</footer>")
@@ -91,11 +89,11 @@ def render_report(run_dir: Path, store: Store) -> str:
 
 
 def run_facts(run_dir: Path, store: Store) -> dict[str, object]:
-    cfg = store.get("config")
+    cfg = store.config
     counts = store.counts()
-    summary = store.get("summary") or {}
-    facts = {"run directory": str(run_dir), "status": store.get("status"),
-             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(store.get("created"))),
+    summary = store.summary or {}
+    facts = {"run directory": str(run_dir), "status": store.status,
+             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(store.created)),
              "model": cfg["model"], "data": f"{cfg['data']}, {cfg['shots']} images per class for compression",
              "space": ", ".join(k for k in ("masks", "drops") if cfg[k]) or "none",
              "candidates": f"{counts['candidates']} evaluated of a budget of {cfg['budget']} "
@@ -108,10 +106,14 @@ def run_facts(run_dir: Path, store: Store) -> dict[str, object]:
     return facts
 
 
-def accuracy_note(split: dict, methods: list[str]) -> str:
+def accuracy_note(split: dict, cfg: dict, methods: list[str]) -> str:
+    """What the search's top-1 is: the proxy as this run configured it."""
     few, val = len(split.get("few_shot", [])), len(split.get("validation", []))
-    note = (f"<p>Top-1 is the search's proxy: BatchNorm statistics re-estimated on {few} few-shot images, then "
-            f"top-1 on {val} held-out validation images. No weight was fine-tuned.</p>")
+    tuned = (f"then {cfg['distillation_steps']} steps of distillation from the original model on them (every "
+             "weight fine-tuned), then" if cfg.get("proxy") == "distillation" else "then")
+    note = (f"<p>Top-1 is the search's proxy: BatchNorm statistics re-estimated on {few} few-shot images, {tuned} "
+            f"top-1 on {val} held-out validation images."
+            + (" No weight was fine-tuned." if cfg.get("proxy") != "distillation" else "") + "</p>")
     if methods:
         note += (f"<p>After recovery ({escape(', '.join(methods))}): top-1 on the same validation images "
                  f"once the candidate's weights were recovered; shown beside the proxy.</p>")
@@ -122,7 +124,8 @@ def accuracy_note(split: dict, methods: list[str]) -> str:
 def tip(p: Point, base: Point | None, recovered: float | None, label: str = "") -> str:
     """A point's numbers, as its hover text."""
     lat = p.latency
-    lines = [f"{label}candidate {p.candidate}" + (" (the unpruned baseline)" if base and p.key == base.key else ""),
+    lines = [f"{label}candidate {p.candidate}"
+             + (" (the unpruned baseline)" if base and p.model_key == base.model_key else ""),
              f"top-1 {100 * p.accuracy:.1f} %"
              + (f" (after recovery {100 * recovered:.1f} %)" if recovered is not None else ""),
              f"median {lat.median_ms:.4f} ms, p90 {lat.p90_ms:.4f} ms",
@@ -137,7 +140,7 @@ def point_marks(points: list[Point], device: str, base: Point | None, recovered:
                 whisker: bool = False, after_recovery: bool = False) -> list[Mark]:
     """Chart marks keyed DEVICE/CANDIDATE, the key of the candidate's table row."""
     return [Mark(p.latency.median_ms, 100 * p.accuracy,
-                 tip(p, base, None if after_recovery else recovered.get(p.key),
+                 tip(p, base, None if after_recovery else recovered.get(p.model_key),
                      "after recovery: " if after_recovery else ""),
                  f"{device}/{p.candidate}", p.latency.p90_ms if whisker else None) for p in points]
 
@@ -145,9 +148,9 @@ def point_marks(points: list[Point], device: str, base: Point | None, recovered:
 def device_section(index: int, view: DeviceView, methods: list[str]) -> str:
     front, base = view.front, view.front.baseline
     device = front.device
-    recovered = {p.key: p.accuracy for p in view.recovered}
-    on_front = {p.key for p in front.points}
-    others = [p for p in front.evaluated if p.key not in on_front]
+    recovered = {p.model_key: p.accuracy for p in view.recovered}
+    on_front = {p.model_key for p in front.points}
+    others = [p for p in front.evaluated if p.model_key not in on_front]
     series = [Series(f"evaluated ({len(front.evaluated)})", "cg", "circle",
                      point_marks(others, device, base, recovered), size=3.2, focusable=False),
               Series(f"Pareto front, search proxy ({len(front.points)}; bar to p90)", "c0", "circle",
@@ -187,10 +190,10 @@ def device_section(index: int, view: DeviceView, methods: list[str]) -> str:
 
 def front_table(view: DeviceView, recovered: dict[str, float], with_recovered: bool) -> str:
     front, base = view.front, view.front.baseline
-    proxy = {p.key for p in front.points}
-    after = {p.key for p in view.recovered_front}
-    by_key = {p.key: p for p in front.evaluated}
-    rows = ([base] if base else []) + sorted((by_key[k] for k in (proxy | after) - {base.key if base else None}
+    proxy = {p.model_key for p in front.points}
+    after = {p.model_key for p in view.recovered_front}
+    by_key = {p.model_key: p for p in front.evaluated}
+    rows = ([base] if base else []) + sorted((by_key[k] for k in (proxy | after) - {base.model_key if base else None}
                                               if k in by_key), key=lambda p: p.latency.median_ms)
     headers = ["id", "top-1 %"] + (["after recovery %", "on front"] if with_recovered else []) + [
         "median ms", "p90 ms", "n", "samples CV %", "rounds CV %", "speed-up", "MFLOPs", "params", "dropped blocks",
@@ -198,14 +201,14 @@ def front_table(view: DeviceView, recovered: dict[str, float], with_recovered: b
     groups: list[str] = []
     body = []
     for p in rows:
-        lat, widths = p.latency, view.widths.get(p.arch_key, {})
+        lat, widths = p.latency, view.widths.get(p.structure_key, {})
         groups = groups or list(widths)
         on = {(True, True): "both", (True, False): "proxy", (False, True): "recovered"}.get(
-            (p.key in proxy, p.key in after), "-")
-        cells = [Cell(f"{p.candidate}{'*' if base and p.key == base.key else ''}", p.candidate, "text"),
+            (p.model_key in proxy, p.model_key in after), "-")
+        cells = [Cell(f"{p.candidate}{'*' if base and p.model_key == base.model_key else ''}", p.candidate, "text"),
                  Cell(f"{100 * p.accuracy:.1f}", p.accuracy)]
         if with_recovered:
-            r = recovered.get(p.key)
+            r = recovered.get(p.model_key)
             cells += [Cell(f"{100 * r:.1f}" if r is not None else "-", r if r is not None else -1.0),
                       Cell(on, None, "text")]
         speedup = base.latency.median_ms / lat.median_ms if base else None
@@ -214,7 +217,7 @@ def front_table(view: DeviceView, recovered: dict[str, float], with_recovered: b
                   Cell(f"{100 * lat.rounds_cv:.1f}", lat.rounds_cv),
                   Cell(f"{speedup:.2f}x" if speedup else "-", speedup or 0.0),
                   Cell(f"{p.flops / 1e6:.2f}", p.flops), Cell(f"{p.params:,}", p.params),
-                  Cell(", ".join(view.dropped.get(p.arch_key, [])) or "-", None, "text"),
+                  Cell(", ".join(view.dropped.get(p.structure_key, [])) or "-", None, "text"),
                   Cell(" ".join(str(w) for w in widths.values()), None, "text mono")]
         body.append((f"{front.device}/{p.candidate}", cells))
     caption = ("* the unpruned baseline. Speed-up: the baseline's median latency over the candidate's. "

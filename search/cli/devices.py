@@ -4,31 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hilas.devices import (DeviceCheck, DeviceRegistry, DeviceSpec, DeviceUnavailable, MeasurementError, MeasurementProtocol,
-                     check_device)
-from hilas.devices.registry import ENV_VAR
+from hilas.devices.agent import DeviceUnavailable, MeasurementError
+from hilas.devices.protocol import MeasurementProtocol
+from hilas.devices.registry import ENV_VAR, DeviceRegistry, DeviceSpec
+from hilas.search.errors import UserError
 
-from .errors import UserError, user_errors
+from .common import err, out, parse_assignments, user_errors
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+if TYPE_CHECKING:
+    from hilas.devices.check import DeviceCheck
 
 app = typer.Typer(no_args_is_help=True, help="Named devices: add, list, check and remove them.")
-out = Console()
-err = Console(stderr=True)
-
 # A check in about a second: short warm-up and rounds (the defaults are 1 s each), no cooldown.
 QUICK_MEASUREMENT = {"warmup_seconds": 0.1, "min_seconds": 0.1, "cooldown_seconds": 0.0}
 
@@ -45,50 +39,6 @@ def registry_errors() -> Iterator[None]:
             yield
         except ValueError as e:
             raise UserError(str(e)) from None
-
-
-def parse_value(text: str):
-    """A TOML or JSON value when the text is one (3, 0.5, true, [0, 1], {"kind": "llvm"}), else the text."""
-    for parse in (_toml_value, json.loads):
-        try:
-            value = parse(text)
-        except ValueError:
-            continue
-        if _plain(value):
-            return value
-    return text
-
-
-def _toml_value(text: str):
-    doc = tomllib.loads(f"v = {text}")
-    if list(doc) != ["v"]:
-        raise ValueError(f"not one TOML value: {text!r}")
-    return doc["v"]
-
-
-def _plain(value) -> bool:
-    """Strings, numbers, booleans, and lists and tables of them: what the registry file holds."""
-    if isinstance(value, (str, int, float)):
-        return True
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
-
-
-def parse_assignments(items: list[str], flag: str) -> dict:
-    """KEY=VALUE arguments of one flag as a dict; each value through parse_value."""
-    parsed: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UserError(f"{flag} {item!r}: write KEY=VALUE, e.g. {flag} rounds=5")
-        if key in parsed:
-            raise UserError(f"{flag} {key}=... is given twice")
-        parsed[key] = parse_value(raw.strip())
-    return parsed
 
 
 @app.command("add")
@@ -172,6 +122,8 @@ def check(name: str = typer.Argument(..., help="Device name (see hilas devices l
         protocol = MeasurementProtocol(**(QUICK_MEASUREMENT if quick else {}))
         err.print(f"checking {escape(name)} (kind {escape(spec.kind)}): starting it and timing the reference "
                   f"model...", soft_wrap=True)
+        from hilas.devices.check import check_device  # starts the device: its runtime (and onnx) load only here
+
         try:
             result = check_device(spec, protocol, timeout)
         except (ValueError, DeviceUnavailable, MeasurementError) as e:

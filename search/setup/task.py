@@ -11,14 +11,13 @@ import torch
 from torch import nn
 
 from hilas.evaluators import DigitsResNet, call_factory, default_task, load_exported_model, top1
+from hilas.search.config import MODELS, RunConfig
+from hilas.search.errors import UserError
+from hilas.search.setup.binary import binary_space
+from hilas.search.setup.drops import load_adapters
+from hilas.search.setup.inputs import check_inputs, describe_split, load_model, load_split_data
 from hilas.spaces import BlockDropSpace, ComposedSpace, DropAdapters, FilterMaskSpace, check_space
 from hilas.spaces.binary import BinaryWidthSpace
-
-from .binary import binary_space
-from .config import MODELS, RunConfig
-from .errors import UserError
-from .inputs import check_inputs, describe_split, load_model, load_split_data
-from .recoverability import load_adapters
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,38 @@ import numpy as np
 import torch
 
 from hilas.evaluators import one_thread, train_adapters
-from hilas.spaces import AdaptedDrop, BlockDropSpace, Candidate, ComposedSpace, DropAdapters, adapter_sites, output_layer
-
-from .store import Store
+from hilas.search.store import Store
+from hilas.spaces import (
+    AdaptedDrop,
+    BlockDropSpace,
+    ComposedSpace,
+    DropAdapters,
+    Space,
+    Variant,
+    adapter_sites,
+    output_layer,
+)
 
 if TYPE_CHECKING:  # task.py reads the run's adapters with load_adapters
-    from .task import SearchTask
+    from hilas.search.setup.task import SearchTask
 
 ADAPTERS_NAME = "drop-adapters.pt"
 
 
-def drop_part(space: ComposedSpace) -> BlockDropSpace | None:
+def drop_part(space: Space) -> BlockDropSpace | None:
     return next((p for p in getattr(space, "parts", []) if isinstance(p, BlockDropSpace) and p.blocks), None)
+
+
+def with_recovered_drops(store: Store, space: Space, task: SearchTask, steps: int,
+                         costs: Callable[[list[Variant]], dict[str, float]],
+                         on_progress: Callable[[str, int, int], None]) -> Space:
+    """`space` with its block drops recovered (PRACTISE adapters folded in, drops ranked: see `recover_drops`);
+    as it is where it drops no block."""
+    part = drop_part(space)
+    if part is None or not isinstance(space, ComposedSpace):
+        return space
+    adapters, ranking = recover_drops(store, space, task, steps, costs, on_progress)
+    return space.replaced(part, part.with_adapters(adapters, ranking))
 
 
 def train_drop_adapters(task: SearchTask, part: BlockDropSpace, steps: int, on_progress: Callable[[str, int, int], None]
@@ -69,12 +89,12 @@ def rank_drops(errors: dict[str, float], saved_ms: dict[str, float]) -> list[str
 
 
 def recover_drops(store: Store, space: ComposedSpace, task: SearchTask, steps: int,
-                  medians: Callable[[list[Candidate]], dict[str, float]],
+                  medians: Callable[[list[Variant]], dict[str, float]],
                   on_progress: Callable[[str, int, int], None]) -> tuple[dict[str, DropAdapters], list[str]]:
     """The run's drop adapters (trained now, or read back on resume) and the ranking of its drops.
 
     `medians` measures candidates on the run's first device and returns the median latency of each
-    structure measured (by arch_key). The recoverability of every block is stored in the run
+    structure measured (by structure_key). The recoverability of every block is stored in the run
     (`drop_recoverability`: recovered error, milliseconds saved, their ratio).
     """
     part = drop_part(space)
@@ -84,9 +104,9 @@ def recover_drops(store: Store, space: ComposedSpace, task: SearchTask, steps: i
     adapters = load_adapters(run_dir)
     if adapters is None:
         adapters, errors = train_drop_adapters(task, part, steps, on_progress)
-        store.set("drop_recoverability", {b: {"error": e} for b, e in errors.items()})
+        store.drop_recoverability = {b: {"error": e} for b, e in errors.items()}
         save_adapters(run_dir, adapters)
-    errors = {b: v["error"] for b, v in store.get("drop_recoverability").items()}
+    errors = {b: v["error"] for b, v in store.drop_recoverability.items()}
     index = space.parts.index(part)
     genomes = [space.baseline()]
     for i in range(part.n_var):
@@ -95,11 +115,11 @@ def recover_drops(store: Store, space: ComposedSpace, task: SearchTask, steps: i
         genomes.append(np.concatenate(genome))
     baseline, *singles = [space.decode(g) for g in genomes]
     measured = medians([baseline, *singles])
-    base_ms = measured.get(baseline.arch_key)
-    saved = {b: base_ms - measured[c.arch_key] for b, c in zip(part.blocks, singles)
-             if base_ms is not None and c.arch_key in measured}
+    base_ms = measured.get(baseline.structure_key)
+    saved = {b: base_ms - measured[c.structure_key] for b, c in zip(part.blocks, singles)
+             if base_ms is not None and c.structure_key in measured}
     ranking = rank_drops(errors, saved)
-    store.set("drop_recoverability", {b: {"error": errors[b], "saved_ms": saved.get(b),
-                                          "error_per_ms": errors[b] / saved[b] if saved.get(b, 0) > 0 else None}
-                                      for b in part.blocks})
+    store.drop_recoverability = {b: {"error": errors[b], "saved_ms": saved.get(b),
+                                     "error_per_ms": errors[b] / saved[b] if saved.get(b, 0) > 0 else None}
+                                 for b in part.blocks}
     return adapters, ranking

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fronts import Front
+from hilas.search.results.fronts import Front
 
 
 def plot_fronts(fronts: list[Front], path: Path, recovered: list[Front] | None = None) -> Path:
@@ -50,4 +50,4 @@ def plot_fronts(fronts: list[Front], path: Path, recovered: list[Front] | None =
 
 
 def _after(front: Front) -> str:
-    return " after recovery" if front.accuracy_kind == "recovered" else ""
+    return " after recovery" if front.accuracy_source == "recovered" else ""

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hilas.devices import fingerprint
-
-from .errors import UserError
-from .fronts import Front, hypervolume, run_fronts
-from .runs import open_run
+from hilas.search.errors import UserError
+from hilas.search.results.fronts import Front, hypervolume, run_fronts
+from hilas.search.store import open_run
 
 
 @dataclass(frozen=True)

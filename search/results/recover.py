@@ -4,7 +4,7 @@ The search scores candidates with a proxy (no weight fine-tuned, or a few distil
 turns the chosen ones into models that are accurate. Each member starts from the weights the search
 scored (kept filters, folded drop adapters, BatchNorm re-estimated: the proxy's treatment on the
 recovery's few-shot images), is distilled from the original model by a `Recipe` (see
-`evaluators.distill`; its defaults won the ablation in `benchmarks/recovery_ablation.py`) on the
+`evaluators.distillation`; its defaults won the ablation in `benchmarks/recovery_ablation.py`) on the
 few-shot images only, and is scored on the run's validation split. A member that scores lower after
 distillation than before keeps the weights it started from (the store says so), so recovery only ever
 moves a front up. Its structure, and so its latency, does not change: no device is needed. The
@@ -29,14 +29,12 @@ import torch
 from torch import nn
 
 from hilas.evaluators import Recipe, distill, host_device, top1
-
-from .config import RunConfig
-from .errors import UserError
-from .fronts import Front, Point, run_fronts
-from .proxy import feature_layers, proxy_model
-from .runs import open_run
-from .store import Store
-from .task import SearchTask, load_task, make_space
+from hilas.search.config import RunConfig
+from hilas.search.errors import UserError
+from hilas.search.results.fronts import Front, Point, run_fronts
+from hilas.search.setup.proxy import feature_layers, proxy_model
+from hilas.search.setup.task import SearchTask, load_task, make_space
+from hilas.search.store import Store, open_run
 
 RECOVERED_DIR = "recovered"
 
@@ -60,7 +58,7 @@ def recover_front(run_dir: Path, *, device: str | None = None, shots: int | None
         raise UserError(str(e)) from None
     store = open_run(run_dir)
     try:
-        cfg = RunConfig.from_dict(store.get("config"))
+        cfg = RunConfig.from_dict(store.config)
         if members is not None and members < 2:
             raise UserError(f"--members must be at least 2 (the fastest and the most accurate), got {members}")
         chosen = front_members(run_dir, store, device, members)
@@ -71,11 +69,11 @@ def recover_front(run_dir: Path, *, device: str | None = None, shots: int | None
         space = make_space(task, cfg, run_dir=run_dir)
         layers = feature_layers(task.model, task.example_input)
         method = recovery_method(shots, recipe)
-        store.set("recovery", {"method": method, "shots_per_class": shots, "recipe": dataclasses.asdict(recipe),
-                               "few_shot": task.split["few_shot"]})
+        store.recovery = {"method": method, "shots_per_class": shots, "recipe": dataclasses.asdict(recipe),
+                          "few_shot": task.split["few_shot"]}
         (run_dir / RECOVERED_DIR).mkdir(exist_ok=True)
         for i, point in enumerate(chosen):
-            done = store.recovered_accuracy(point.key)
+            done = store.recovered_accuracy(point.model_key)
             if done is None or done.method != method:
                 recover_member(store, space, task, cfg, point, layers, recipe, method, run_dir, on,
                                lambda step, total: on_progress("distillation steps", step, total))
@@ -97,7 +95,7 @@ def front_members(run_dir: Path, store: Store, device: str | None, limit: int | 
     if device is not None and device not in fronts:
         raise UserError(f"run {run_dir} has no device '{device}'; its devices: {', '.join(fronts)}")
     chosen = [fronts[device]] if device else list(fronts.values())
-    members = {p.key: p for front in chosen for p in spread(front.points, limit)}
+    members = {p.model_key: p for front in chosen for p in spread(front.points, limit)}
     if not members:
         raise UserError(f"run {run_dir} has no front to recover yet; finish it with `hilas search resume {run_dir}`")
     return sorted(members.values(), key=lambda p: p.candidate)
@@ -115,7 +113,7 @@ def recovery_task(run_dir: Path, store: Store, cfg: RunConfig, shots: int,
     """The run's model and data with `shots` few-shot images per class, refused unless the validation
     split (and the data) are exactly those the run scored on."""
     task = load_task(dataclasses.replace(cfg, shots=shots), on_train_epoch)
-    stored = store.get("split")
+    stored = store.split
     varying = ("few_shot", "train", "shots_per_class", "validation")
     same = {k: v for k, v in task.split.items() if k not in varying} == {k: v for k, v in stored.items()
                                                                           if k not in varying}
@@ -134,14 +132,14 @@ def recover_member(store: Store, space, task: SearchTask, cfg: RunConfig, point:
                    on_step: Callable[[int, int], None]) -> None:
     """Distil one front member, keep the better of its weights before and after, save them, then store its
     accuracy on the validation split."""
-    row = next(c for c in store.candidates() if c.key == point.key)
+    row = next(c for c in store.candidates() if c.model_key == point.model_key)
     candidate = space.decode(np.array([int(bit) for bit in row.genome], dtype=np.int64))
-    if candidate.key != point.key:
+    if candidate.model_key != point.model_key:
         raise UserError(f"{run_dir}: this version of hilas decodes candidate {point.candidate} to another model; "
                         "recover it with the version that ran the search")
     start = time.perf_counter()
     model = candidate.build()
-    if point.key == store.get("baseline_key"):  # the unpruned model is the original: nothing to recover
+    if point.model_key == store.baseline_key:  # the unpruned model is the original: nothing to recover
         accuracy, before, kept = top1(model, task.validation_x, task.validation_y), None, "recovered"
     else:
         model, accuracy, before, kept = recovered_or_kept(proxy_model(model, task, cfg, layers), task, layers, recipe,
@@ -150,7 +148,7 @@ def recover_member(store: Store, space, task: SearchTask, cfg: RunConfig, point:
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
-    store.add_recovered_accuracy(point.key, accuracy, method=method, before=before, kept=kept,
+    store.add_recovered_accuracy(point.model_key, accuracy, method=method, before=before, kept=kept,
                                  seconds=time.perf_counter() - start)
 
 

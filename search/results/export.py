@@ -22,18 +22,17 @@ from torch import nn
 
 from hilas.devices import MeasurementError, export_onnx
 from hilas.evaluators import top1
-from hilas.spaces import BlockDropSpace, Candidate, ComposedSpace, FilterMaskSpace
+from hilas.search.config import RunConfig
+from hilas.search.errors import UserError
+from hilas.search.results.fronts import Front, run_fronts
+from hilas.search.results.recover import recovered_weights
+from hilas.search.setup.proxy import feature_layers, proxy_description, proxy_model
+from hilas.search.setup.task import base_architecture, compose_space, load_task, make_space
+from hilas.search.store import CandidateRow, Store, open_run
+from hilas.spaces import BlockDropSpace, ComposedSpace, FilterMaskSpace, Variant
 
-from .config import RunConfig
-from .errors import UserError
-from .fronts import Front, run_fronts
-from .proxy import feature_layers, proxy_description, proxy_model
-from .recover import recovered_weights
-from .runs import open_run
-from .store import CandidateRow, Store
-from .task import base_architecture, compose_space, load_task, make_space
-
-EXPORT_FORMAT = "hilas-export-1"
+EXPORT_FORMAT = "hilas-export-2"  # 2: "structure_key" and "model_key" (format 1: "arch_key" and "key")
+READ_FORMATS = {"hilas-export-1": {"arch_key": "structure_key", "key": "model_key"}, EXPORT_FORMAT: {}}
 ONNX_NAME, WEIGHTS_NAME, STRUCTURE_NAME, SUMMARY_NAME = "model.onnx", "state_dict.pt", "structure.json", "README.md"
 
 
@@ -54,24 +53,24 @@ def export_candidate(run_dir: Path, candidate: int, out_dir: Path | None = None,
     store = open_run(run_dir)
     try:
         row, accuracy = scored_candidate(run_dir, store, candidate)
-        recovered = store.recovered_accuracy(row.key)
+        recovered = store.recovered_accuracy(row.model_key)
         weights = weights or ("recovered" if recovered else "proxy")
         if weights not in WEIGHTS:
             raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, got '{weights}'")
         if weights == "recovered" and not recovered:
             raise UserError(f"candidate {candidate} of {run_dir} has not been recovered; recover the front with "
                             f"`hilas front recover {run_dir}`, or export the search's weights with --weights proxy")
-        cfg = RunConfig.from_dict(store.get("config"))
+        cfg = RunConfig.from_dict(store.config)
         if cfg.binary:
             raise UserError("export cannot rebuild binary-width candidates yet; it exports filter masks and block "
                             "drops")
         task = load_task(cfg, on_train_epoch)
-        if task.split != store.get("split"):
+        if task.split != store.split:
             raise UserError(f"{run_dir}: the data split differs from the one the run used; export it with the "
                             "version of hilas that ran it")
         space = make_space(task, cfg, run_dir=run_dir)
         chosen = space.decode(np.array([int(bit) for bit in row.genome], dtype=np.int64))
-        if chosen.key != row.key:
+        if chosen.model_key != row.model_key:
             raise UserError(f"{run_dir}: this version of hilas decodes candidate {candidate} to another model; "
                             "export it with the version that ran the search")
         structure = describe_structure(space, chosen, cfg, tuple(task.example_input.shape))
@@ -91,7 +90,7 @@ def export_candidate(run_dir: Path, candidate: int, out_dir: Path | None = None,
                             "default in the cache retrained, or the model file changed?); export with the files "
                             "the run used")
         try:
-            onnx = export_onnx(model, task.example_input, chosen.arch_key).onnx
+            onnx = export_onnx(model, task.example_input, chosen.structure_key).onnx
         except MeasurementError as e:
             raise UserError(str(e)) from None
         summary = summary_markdown(run_dir, store, row, accuracy, structure, out_dir, how)
@@ -106,7 +105,7 @@ def export_candidate(run_dir: Path, candidate: int, out_dir: Path | None = None,
     return out_dir
 
 
-def recovered_model(run_dir: Path, chosen: Candidate, candidate: int) -> nn.Module:
+def recovered_model(run_dir: Path, chosen: Variant, candidate: int) -> nn.Module:
     """The candidate's structure with the weights `front recover` saved for it."""
     path = recovered_weights(run_dir, candidate)
     if not path.is_file():
@@ -123,14 +122,14 @@ def scored_candidate(run_dir: Path, store: Store, candidate: int) -> tuple[Candi
     if row is None:
         raise UserError(f"run {run_dir} has no candidate {candidate}; `hilas front show {run_dir}` lists the ids "
                         f"on its fronts")
-    status, accuracy, message = store.accuracy(row.key) or ("not evaluated", None, None)
+    status, accuracy, message = store.accuracy(row.model_key) or ("not evaluated", None, None)
     if accuracy is None:
         raise UserError(f"candidate {candidate} of {run_dir} has no accuracy ({status}"
                         f"{': ' + message if message else ''}); choose one that `hilas front show` lists")
     return row, accuracy
 
 
-def describe_structure(space: ComposedSpace, chosen: Candidate, cfg: RunConfig,
+def describe_structure(space: ComposedSpace, chosen: Variant, cfg: RunConfig,
                        input_shape: tuple[int, ...]) -> dict:
     """The structure as plain data: kept output channels (indices into the base model's) of each live
     channel group, with the layers the group spans, and the dropped blocks."""
@@ -151,7 +150,7 @@ def describe_structure(space: ComposedSpace, chosen: Candidate, cfg: RunConfig,
                            "input_shape": list(input_shape)},
             "space": {"masks": cfg.masks, "drops": cfg.drops},
             "kept_channels": kept, "dropped_blocks": list(chosen.dropped),
-            "arch_key": chosen.arch_key, "key": chosen.key}
+            "structure_key": chosen.structure_key, "model_key": chosen.model_key}
 
 
 def load_model(export_dir: str | Path) -> nn.Module:
@@ -163,16 +162,17 @@ def load_model(export_dir: str | Path) -> nn.Module:
         raise UserError(f"{export_dir} is not a hilas export (it needs {STRUCTURE_NAME} and {WEIGHTS_NAME}); "
                         "make one with `hilas front export RUN_DIR CANDIDATE`")
     structure = json.loads(structure_path.read_text())
-    if structure.get("format") != EXPORT_FORMAT:
+    if structure.get("format") not in READ_FORMATS:
         raise UserError(f"{structure_path} is in format {structure.get('format')!r}; this version of hilas "
-                        f"reads {EXPORT_FORMAT!r}")
+                        f"reads {', '.join(map(repr, READ_FORMATS))}")
+    structure = {READ_FORMATS[structure["format"]].get(k, k): v for k, v in structure.items()}
     base = structure["base_model"]
     space = compose_space(base_architecture(base), torch.zeros(base["input_shape"]),
                           **structure["space"])
     rebuilt = space.decode(genome_of(space, structure))
-    if rebuilt.arch_key != structure["arch_key"]:
-        raise UserError(f"{structure_path} describes structure {structure['arch_key']} but rebuilds as "
-                        f"{rebuilt.arch_key}; load it with the version of hilas that exported it")
+    if rebuilt.structure_key != structure["structure_key"]:
+        raise UserError(f"{structure_path} describes structure {structure['structure_key']} but rebuilds as "
+                        f"{rebuilt.structure_key}; load it with the version of hilas that exported it")
     model = rebuilt.build()
     model.load_state_dict(torch.load(weights_path, weights_only=True))
     return model.eval()
@@ -208,12 +208,12 @@ def summary_markdown(run_dir: Path, store: Store, row: CandidateRow, accuracy: f
                      out_dir: Path, recovered: str | None = None) -> str:
     """The export's README: what the model scores, how fast it ran where, what it is, how to load it."""
     fronts = run_fronts(run_dir, store)
-    stats = store.structure(row.arch_key)
-    split = store.get("split")
-    base_row = store.accuracy(store.get("baseline_key")) if store.get("baseline_key") else None
+    stats = store.structure(row.structure_key)
+    split = store.split
+    base_row = store.accuracy(store.baseline_key) if store.baseline_key else None
     base_stats = next((f.baseline for f in fronts.values() if f.baseline), None)
-    on = [d for d, f in fronts.items() if any(p.key == row.key for p in f.points)]
-    lines = [f"# Candidate {row.candidate} of run `{run_dir.name}`", "",
+    on = [d for d, f in fronts.items() if any(p.model_key == row.model_key for p in f.points)]
+    lines = [f"# Variant {row.candidate} of run `{run_dir.name}`", "",
              f"Exported by hilas {version('hilas')} on {time.strftime('%Y-%m-%d %H:%M')} from `{run_dir}`. "
              + (f"On the Pareto front of {', '.join(on)}." if on else "Not on a Pareto front of the run."), "",
              "## Accuracy", "",
@@ -221,7 +221,7 @@ def summary_markdown(run_dir: Path, store: Store, row: CandidateRow, accuracy: f
              + (f" (the unpruned baseline: {100 * base_row[1]:.1f} %)" if base_row and base_row[1] is not None
                 else "") + ". "
              + (f"These weights were {recovered}. " if recovered else
-                f"This is the search's proxy: {proxy_description(RunConfig.from_dict(store.get('config')), structure)}. ")
+                f"This is the search's proxy: {proxy_description(RunConfig.from_dict(store.config), structure)}. ")
              + "The exported weights are those scored, so the model scores the same on the same images.", "",
              "## Latency", "",
              "| device | median ms | p90 ms | samples | samples CV % | rounds CV % | speed-up over the baseline |",
@@ -247,7 +247,7 @@ def summary_markdown(run_dir: Path, store: Store, row: CandidateRow, accuracy: f
 
 
 def latency_row(device: str, front: Front, row: CandidateRow) -> str:
-    point = next((p for p in front.evaluated if p.key == row.key), None)
+    point = next((p for p in front.evaluated if p.model_key == row.model_key), None)
     if point is None:
         return f"| {device} | not measured | | | | | |"
     lat, base = point.latency, front.baseline

@@ -19,17 +19,18 @@ class ModelStats:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One point of a search space.
+class Variant:
+    """A compressed variant of the base model: what a genome decodes to (a *candidate* once a run evaluates it,
+    with an id in the run).
 
-    `arch_key` names the structure only (kept channels per group, dropped blocks): latency
-    depends on it alone, so measurements are shared by every genome with the same key.
-    `key` names the exact model (which filters are kept): accuracy depends on it.
+    `structure_key` names the structure only (kept channels per group, dropped blocks): latency
+    depends on it alone, so measurements are shared by every genome with the same structure key.
+    `model_key` names the exact model (which filters are kept): accuracy depends on it.
     """
 
     genome: np.ndarray
-    arch_key: str
-    key: str
+    structure_key: str
+    model_key: str
     widths: dict[str, int]
     dropped: tuple[str, ...]
     _build: Callable[[], nn.Module] = field(repr=False, compare=False)

@@ -15,12 +15,22 @@ import torch
 from torch import nn
 
 from hilas.devices import MeasurementError, export_onnx
-from hilas.evaluators import (LabelledImages, Split, default_task, few_shot_split, load_digits, load_exported_model,
-                        load_factory_model, load_idx, load_image_folder, load_npz, normalized)
+from hilas.evaluators import (
+    LabelledImages,
+    Split,
+    default_task,
+    few_shot_split,
+    load_digits,
+    load_exported_model,
+    load_factory_model,
+    load_idx,
+    load_image_folder,
+    load_npz,
+    normalized,
+)
+from hilas.search.config import RunConfig
+from hilas.search.errors import UserError
 from hilas.spaces import run_model
-
-from .config import RunConfig
-from .errors import UserError
 
 
 def load_model(cfg: RunConfig, on_train_epoch: Callable[[int, int], None] | None = None
@@ -102,8 +112,11 @@ def check_inputs(model: nn.Module, example_input: torch.Tensor, data: LabelledIm
 
 
 def split_data(cfg: RunConfig, data: LabelledImages) -> Split:
+    """The few-shot images of `data` and, unless [data] validation_path validates elsewhere, its validation
+    images."""
+    validation = 0 if cfg.validation_path is not None else cfg.validation
     try:
-        return few_shot_split(data, shots=cfg.shots, seed=cfg.data_seed, validation=cfg.validation)
+        return few_shot_split(data, shots=cfg.shots, seed=cfg.data_seed, validation=validation)
     except ValueError as e:
         raise UserError(str(e)) from None
 

@@ -1,0 +1,5 @@
+"""`python -m hilas.search.cli`: the `hilas` command."""
+
+from hilas.search.cli.main import main
+
+main()
